@@ -1,0 +1,104 @@
+"""The one error hierarchy of Veil.
+
+Every failure a user can see is a :class:`VeilError` with a stable ``code``. Two branches matter:
+
+* :class:`PermanentError` — retrying the same request cannot help (bad image, bad option, detection failed).
+  The worker fails the job at once; the gateway answers 4xx.
+* :class:`TransientError` — something outside the request is down or slow (Redis, S3, models loading).
+  The worker lets arq retry; the gateway answers 503.
+
+The gateway maps these to HTTP in one place (``gateway/errors.py``); the worker records ``code`` and
+``message`` on the failed job.
+"""
+
+from __future__ import annotations
+
+
+class VeilError(Exception):
+    code: str = "INTERNAL_ERROR"
+    http_status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class PermanentError(VeilError):
+    """Retrying will not help."""
+
+    code = "PERMANENT_ERROR"
+    http_status = 400
+
+
+class ValidationError(PermanentError):
+    """Missing or malformed input or option."""
+
+    code = "VALIDATION_ERROR"
+    http_status = 400
+
+
+class UnauthorizedError(PermanentError):
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class NotFoundError(PermanentError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class ConflictError(PermanentError):
+    code = "NOT_FINISHED"
+    http_status = 409
+
+
+class PayloadTooLargeError(PermanentError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class UnsupportedMediaError(PermanentError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
+class DetectionError(PermanentError):
+    """A detector raised or produced garbage: the job fails closed, nothing is written."""
+
+    code = "DETECTION_FAILED"
+    http_status = 500
+
+
+class DetectionTimeoutError(DetectionError):
+    code = "DETECTION_TIMEOUT"
+
+
+class TransientError(VeilError):
+    """Worth retrying later."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+
+
+class StoreUnavailableError(TransientError):
+    code = "STORE_UNAVAILABLE"
+
+
+class QueueUnavailableError(TransientError):
+    code = "QUEUE_UNAVAILABLE"
+
+
+class ModelsNotReadyError(TransientError):
+    code = "MODELS_NOT_READY"
+
+
+class UpstreamFetchError(PermanentError):
+    """An ``image_url`` could not be fetched (refused by the SSRF guard, unreachable, bad status)."""
+
+    code = "FETCH_FAILED"
+    http_status = 400

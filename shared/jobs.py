@@ -1,0 +1,164 @@
+"""The versioned job contract shared by gateway and worker; JSON on the wire (orjson), never pickle.
+
+``JobRequest`` is what the gateway enqueues. ``JobRecord`` is the job's state kept in Redis, written by the
+gateway (queued) and the worker (running, succeeded, failed) and read by clients that poll.
+Bump ``CONTRACT_VERSION`` on any incompatible change; workers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CONTRACT_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Target(StrEnum):
+    FACES = "faces"
+    PLATES = "plates"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class ImageFormat(StrEnum):
+    JPEG = "jpeg"
+    PNG = "png"
+    WEBP = "webp"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value}"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is ImageFormat.JPEG else self.value
+
+
+class BlurOptions(BaseModel):
+    """What to find and how to hide it. Every field has a documented range; the gateway validates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    targets: tuple[Target, ...] = (Target.FACES, Target.PLATES)
+    # Gaussian sigma in pixels; None: scaled to each region's size so large faces are hidden as well as small.
+    blur: float | None = Field(default=None, ge=1, le=200)
+    # Added on each side, as a ratio of the box's width/height.
+    padding: float = Field(default=0.15, ge=0, le=1)
+    # Taken back from each side after padding, as a ratio of the box's width/height (VehiCore's knob).
+    shrink: float = Field(default=0.0, ge=0, le=0.4)
+    # Detections scoring under this are ignored. None: each detector's tuned default.
+    min_score: float | None = Field(default=None, ge=0, le=1)
+    # Keep EXIF (orientation is applied to pixels either way, so the tag is reset).
+    keep_metadata: bool = False
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _parse_targets(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip().lower() for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("targets must name faces, plates or both")
+            return tuple(parts)
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _dedupe(cls, value: tuple[Target, ...]) -> tuple[Target, ...]:
+        if not value:
+            raise ValueError("targets must name faces, plates or both")
+        return tuple(dict.fromkeys(value))
+
+
+class ObjectRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+
+
+class InputInfo(BaseModel):
+    width: int
+    height: int
+    format: ImageFormat
+
+
+class JobRequest(BaseModel):
+    """The arq payload: everything a worker needs, nothing it must look up elsewhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    id: str
+    owner: str  # API key id; a job is visible to its owner only
+    source: ObjectRef
+    # Whether the worker deletes `source` when the job ends (uploads: yes; a user's own S3 object: no).
+    delete_source: bool = True
+    input: InputInfo
+    options: BlurOptions = Field(default_factory=BlurOptions)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+Box = Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class Detection(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: Literal["face", "plate"] = Field(alias="class")
+    score: float
+    box: list[int]  # [x1, y1, x2, y2] in pixels of the (orientation-corrected) original
+    polygon: list[list[int]] | None = None
+
+
+class ResultInfo(BaseModel):
+    url: str
+    expires_at: datetime
+    content_type: str
+    key: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """A job's state as clients see it (minus ``owner`` and internal fields)."""
+
+    id: str
+    owner: str
+    status: JobStatus = JobStatus.QUEUED
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    input: InputInfo
+    options: BlurOptions
+    detections: list[Detection] = Field(default_factory=list)
+    blurred_regions: list[list[int]] = Field(default_factory=list)
+    result: ResultInfo | None = None
+    error: JobError | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    def public(self) -> dict[str, object]:
+        data = self.model_dump(mode="json", by_alias=True, exclude={"owner", "attempts"})
+        if data.get("result"):
+            data["result"].pop("key", None)
+        data["links"] = {"self": f"/v1/jobs/{self.id}", "result": f"/v1/jobs/{self.id}/result"}
+        return data

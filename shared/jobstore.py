@@ -1,0 +1,40 @@
+"""Job records in Redis: what clients poll. Written by the gateway (queued) and the worker (the rest)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from shared.jobs import JobRecord
+from shared.redisutil import resolve
+
+# Records outlive their results by a day so a late poll still explains what happened.
+RECORD_TTL_SECONDS = 2 * 24 * 3600
+
+
+class JobStore:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    def _key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{job_id}"
+
+    async def put(self, record: JobRecord) -> None:
+        await self._redis.set(
+            self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS
+        )
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self._redis.get(self._key(job_id))
+        if raw is None:
+            return None
+        return JobRecord.model_validate_json(raw)
+
+    async def count_success_once(self, job_id: str, owner: str) -> bool:
+        """Count a finished job in the owner's usage exactly once, however often it is re-run."""
+        first = await self._redis.set(
+            f"{self._prefix}:counted:{job_id}", b"1", nx=True, ex=RECORD_TTL_SECONDS
+        )
+        if first:
+            await resolve(self._redis.hincrby(f"{self._prefix}:usage:{owner}", "images", 1))
+        return bool(first)

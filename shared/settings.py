@@ -1,0 +1,124 @@
+"""Settings for every process, read once at its entry point from ``VEIL_*`` variables.
+
+Nested blocks use ``__``: ``VEIL_S3__BUCKET=photos``, ``VEIL_REDIS__URL=redis://host:6379/0``.
+Nothing here reads the environment at import time; call :func:`load_settings` in ``main``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Comma-separated in the environment (`a,b,c`), a list in code.
+CsvList = Annotated[list[str], NoDecode]
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Prefix for every key Veil writes, so one Redis can host several deployments.
+    prefix: str = "veil"
+    queue_name: str = "veil:queue"
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = "http://127.0.0.1:8333"
+    # Endpoint put into presigned URLs: what clients can reach (may differ from the internal one).
+    public_endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = "veil"
+    secret_access_key: str | None = "veil-secret"
+    bucket: str = "veil"
+    uploads_prefix: str = "uploads/"
+    results_prefix: str = "results/"
+    result_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    # Only buckets listed here may be named by `{"s3": {"bucket", "key"}}` inputs (besides `bucket`).
+    readable_buckets: CsvList = Field(default_factory=list)
+
+    @field_validator("readable_buckets", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_side: int = 16_384
+    url_fetch_timeout_seconds: float = 15.0
+    url_max_redirects: int = 5
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Operator escape hatch for the SSRF guard: CIDRs or host names that may be fetched although private.
+    url_allowlist: CsvList = Field(default_factory=list)
+    # Where the gateway itself is reachable, for absolute links (None: relative links).
+    public_base_url: str | None = None
+
+    @field_validator("url_allowlist", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class WorkerSettings(BaseModel):
+    model_dir: Path = Path(".cache/models")
+    # Execution-provider preference; intersected with what onnxruntime offers.
+    providers: CsvList = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    enable_tensorrt: bool = False
+    require_gpu: bool = False
+    max_jobs: int = Field(default=4, ge=1)
+    # arq's timeout for one job; a crashed worker's job is picked up again after timeout + 10 s.
+    job_timeout_seconds: int = Field(default=45, ge=5)
+    detect_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_tries: int = Field(default=3, ge=1)
+    intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
+    face_max_side: int = Field(default=1280, ge=64)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VEIL_",
+        env_nested_delimiter="__",
+        env_file=None,
+        extra="ignore",
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    # Flat aliases for the settings operators touch most.
+    url_allowlist: CsvList = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @field_validator("url_allowlist", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def effective_url_allowlist(self) -> list[str]:
+        return [*self.url_allowlist, *self.gateway.url_allowlist]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (``VEIL_*``), with explicit overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,172 @@
+"""S3-compatible object store: key layout, put/get/delete, presigned GETs. Blocking boto3 calls;
+async callers run them in a thread (``asyncio.to_thread``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import NotFoundError, StoreUnavailableError
+from shared.settings import S3Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+
+
+def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        connect_timeout=3,
+        read_timeout=30,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=32,
+    )
+    client: S3Client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        config=config,
+    )
+    return client
+
+
+def _not_found(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    body: bytes
+    content_type: str | None
+
+
+class ObjectStore:
+    """The one place that speaks S3. Raises :class:`StoreUnavailableError` when the store is unreachable."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._s3 = _client(settings, settings.endpoint_url)
+        # Presign against the endpoint clients can reach; signing is offline, so this costs nothing.
+        self._presigner = _client(settings, settings.public_endpoint_url or settings.endpoint_url)
+
+    # -- key layout -------------------------------------------------------------------------------------
+    def upload_key(self, job_id: str) -> str:
+        return f"{self.settings.uploads_prefix}{job_id}"
+
+    def result_key(self, job_id: str, extension: str) -> str:
+        return f"{self.settings.results_prefix}{job_id}.{extension}"
+
+    # -- operations -------------------------------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        """Create the bucket if needed and ask the store to expire results after a day."""
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise StoreUnavailableError(f"object store refused head-bucket: {exc}") from exc
+            self._call(lambda: self._s3.create_bucket(Bucket=self.bucket))
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+        days = max(1, self.settings.result_ttl_seconds // 86400)
+        # Some stores lack lifecycle rules; the worker's hourly sweep deletes expired results anyway.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._s3.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": "veil-results-expire",
+                            "Filter": {"Prefix": self.settings.results_prefix},
+                            "Status": "Enabled",
+                            "Expiration": {"Days": days},
+                        },
+                        {
+                            "ID": "veil-uploads-expire",
+                            "Filter": {"Prefix": self.settings.uploads_prefix},
+                            "Status": "Enabled",
+                            "Expiration": {"Days": 1},
+                        },
+                    ]
+                },
+            )
+
+    def ping(self) -> None:
+        self._call(lambda: self._s3.head_bucket(Bucket=self.bucket))
+
+    def put(self, key: str, body: bytes, content_type: str, bucket: str | None = None) -> None:
+        self._call(
+            lambda: self._s3.put_object(
+                Bucket=bucket or self.bucket, Key=key, Body=body, ContentType=content_type
+            )
+        )
+
+    def get(self, key: str, bucket: str | None = None, max_bytes: int | None = None) -> StoredObject:
+        def fetch() -> StoredObject:
+            response = self._s3.get_object(Bucket=bucket or self.bucket, Key=key)
+            length = int(response.get("ContentLength", 0))
+            if max_bytes is not None and length > max_bytes:
+                response["Body"].close()
+                raise ValueError(f"object is {length} bytes, over the limit of {max_bytes}")
+            return StoredObject(response["Body"].read(), response.get("ContentType"))
+
+        return self._call(fetch)
+
+    def head(self, key: str, bucket: str | None = None) -> dict[str, Any]:
+        return dict(self._call(lambda: self._s3.head_object(Bucket=bucket or self.bucket, Key=key)))
+
+    def exists(self, key: str, bucket: str | None = None) -> bool:
+        try:
+            self.head(key, bucket)
+        except NotFoundError:
+            return False
+        return True
+
+    def delete(self, key: str, bucket: str | None = None) -> None:
+        self._call(lambda: self._s3.delete_object(Bucket=bucket or self.bucket, Key=key))
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        url: str = self._presigner.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return url
+
+    def delete_older_than(self, prefix: str, age: timedelta, now: datetime) -> int:
+        """Delete objects under ``prefix`` last modified before ``now - age``; returns how many."""
+        cutoff = now - age
+        deleted = 0
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                stale = [
+                    {"Key": item["Key"]} for item in page.get("Contents", []) if item["LastModified"] < cutoff
+                ]
+                for item in stale:
+                    self._s3.delete_object(Bucket=self.bucket, Key=item["Key"])
+                deleted += len(stale)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"object store sweep failed: {exc}") from exc
+        return deleted
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except ClientError as exc:
+            if _not_found(exc):
+                raise NotFoundError("object not found in the store") from exc
+            raise StoreUnavailableError(f"object store error: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
