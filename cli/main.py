@@ -1,0 +1,124 @@
+"""The ``veil`` command: ``up``, ``keys``, ``submit``, and the role entry points ``gateway`` / ``worker``.
+
+Heavy imports (the worker's inference stack) happen inside the commands that need them, so
+``veil keys`` stays fast and a gateway-only install can still run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cli.stack import run_up, stack_environment
+from shared.apikeys import ApiKeyStore
+from shared.settings import Settings, load_settings
+
+DEFAULT_DATA_DIR = Path(".veil")
+T = TypeVar("T")
+
+
+def settings_for_cli(data_dir: Path) -> Settings:
+    """Environment first; otherwise the stack that ``veil up`` is running from ``data_dir``."""
+    for key, value in stack_environment(data_dir).items():
+        os.environ.setdefault(key, value)
+    return load_settings()
+
+
+@click.group()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Where `veil up` keeps Redis and SeaweedFS data and logs.",
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path) -> None:
+    """Veil: find faces and licence plates in photos and blur them."""
+    ctx.obj = data_dir
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.pass_obj
+def up(data_dir: Path, host: str, port: int) -> None:
+    """Run the whole stack on this machine (Redis, SeaweedFS, gateway, worker) until Ctrl-C."""
+    sys.exit(run_up(data_dir.resolve(), host, port))
+
+
+@main.command()
+def gateway() -> None:
+    """Run the HTTP gateway (settings from VEIL_* variables)."""
+    from gateway.__main__ import main as gateway_main
+
+    gateway_main()
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker (settings from VEIL_* variables)."""
+    from workers.main import main as worker_main
+
+    worker_main()
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (stored hashed in Redis)."""
+
+
+def _with_key_store(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        redis = Redis.from_url(settings.redis.url)
+        try:
+            return await action(ApiKeyStore(redis, settings.redis.prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (ConnectionError, OSError, RedisError) as exc:
+        raise click.ClickException(
+            f"cannot reach Redis at {settings.redis.url} ({exc}); is `veil up` running?"
+        ) from exc
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A label for the key (who or what uses it).")
+@click.pass_obj
+def keys_create(data_dir: Path, name: str) -> None:
+    """Create a key; the key itself is the last line printed (shown once, stored hashed)."""
+    token, key = _with_key_store(settings_for_cli(data_dir), lambda store: store.create(name))
+    click.echo(f"Created key {key.id} ({key.name}). It is shown only once:", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(data_dir: Path) -> None:
+    """List keys (ids and names; never the keys)."""
+    for key in _with_key_store(settings_for_cli(data_dir), lambda store: store.list()):
+        click.echo(f"{key.id}\t{key.name}\t{key.created_at}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def keys_revoke(data_dir: Path, key_id: str) -> None:
+    """Revoke a key by its id."""
+    if not _with_key_store(settings_for_cli(data_dir), lambda store: store.revoke(key_id)):
+        raise click.ClickException(f"no key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""``veil up``: the whole stack on one machine — Redis, SeaweedFS, the gateway and one worker.
+
+Children run in their own process groups; Ctrl-C (or SIGTERM) stops them in reverse order. The URLs of the
+running stack are written to ``<data_dir>/stack.json`` so other ``veil`` commands find it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from cli.embedded import (
+    EmbeddedError,
+    Service,
+    child_env,
+    popen_logged,
+    s3_environment,
+    start_redis,
+    start_seaweed,
+)
+
+STACK_FILE = "stack.json"
+
+
+def read_stack_file(data_dir: Path) -> dict[str, str]:
+    path = data_dir / STACK_FILE
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def stack_environment(data_dir: Path) -> dict[str, str]:
+    """``VEIL_*`` variables of a stack started by ``veil up`` in ``data_dir`` (empty if none)."""
+    return {k: v for k, v in read_stack_file(data_dir).items() if k.startswith("VEIL_")}
+
+
+def wait_ready(url: str, timeout: float, services: list[Service]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.proc.poll() is not None:
+                tail = service.log.read_text(errors="replace")[-3000:]
+                raise EmbeddedError(f"{service.name} exited with code {service.proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise EmbeddedError(f"the stack was not ready within {timeout:.0f}s; see the logs in the data dir")
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, ready_timeout: float = 180.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        redis = start_redis(self.data_dir / "redis")
+        self.services.append(redis)
+        seaweed = start_seaweed(self.data_dir / "seaweedfs")
+        self.services.append(seaweed)
+        env = {
+            "VEIL_REDIS__URL": redis.url,
+            **s3_environment(seaweed),
+            "VEIL_GATEWAY__HOST": self.host,
+            "VEIL_GATEWAY__PORT": str(self.port),
+        }
+        for name, module in (("worker", "workers"), ("gateway", "gateway")):
+            log = self.data_dir / f"{name}.log"
+            proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
+            self.services.append(Service(name, proc, log))
+        (self.data_dir / STACK_FILE).write_text(json.dumps({**env, "url": self.url}, indent=2))
+        wait_ready(self.url, ready_timeout, self.services)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+
+    def wait(self) -> int:
+        """Block until a signal arrives or a child dies; returns the exit code for ``veil up``."""
+        stopping = False
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stopping:
+            for service in self.services:
+                if service.proc.poll() is not None:
+                    print(
+                        f"{service.name} exited (code {service.proc.returncode}); see {service.log}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def run_up(data_dir: Path, host: str, port: int) -> int:
+    stack = Stack(data_dir=data_dir, host=host, port=port)
+    print(f"Starting Veil in {data_dir} (Redis, SeaweedFS S3, gateway, worker)…", flush=True)
+    try:
+        stack.start()
+    except (EmbeddedError, OSError, subprocess.SubprocessError) as exc:
+        print(f"veil up failed: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
+    except KeyboardInterrupt:
+        stack.stop()
+        return 130
+    print(
+        f"\nVeil is up at {stack.url}\n"
+        f"  Create an API key:   .venv/bin/veil keys create --name me\n"
+        f'  Blur a photo:        curl -H "X-API-Key: $KEY" -F image=@photo.jpg {stack.url}/v1/jobs\n'
+        f"  Logs:                {data_dir}/*.log\n"
+        f"Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        code = stack.wait()
+    finally:
+        print("Stopping…", flush=True)
+        stack.stop()
+    return code
