@@ -1,0 +1,86 @@
+"""A live stack for end-to-end tests: the real gateway and worker processes (``python -m gateway`` and
+``python -m workers``) against the session's Redis and SeaweedFS, as ``veil up`` runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from cli.embedded import Service, free_port, popen_logged
+from shared.apikeys import ApiKeyStore
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LiveStack:
+    url: str
+    api_key: str
+    other_key: str
+    settings: Settings
+
+
+def _wait_ready(url: str, services: list[Service], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} died:\n{service.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    logs = "\n".join(f"== {s.name}\n{s.log.read_text()[-2000:]}" for s in services)
+    raise RuntimeError(f"stack not ready in {timeout}s\n{logs}")
+
+
+async def _create_keys(settings: Settings) -> tuple[str, str]:
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        store = ApiKeyStore(redis, settings.redis.prefix)
+        first, _ = await store.create("e2e")
+        second, _ = await store.create("e2e-other")
+        return first, second
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    stack_env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    port = free_port()
+    logs = tmp_path_factory.mktemp("live")
+    env = {
+        **os.environ,
+        **stack_env,
+        "VEIL_GATEWAY__PORT": str(port),
+        "VEIL_WORKER__PROVIDERS": "CPUExecutionProvider",
+        "VEIL_URL_ALLOWLIST": "127.0.0.1",
+    }
+    services = [
+        Service(name, popen_logged([sys.executable, "-m", module], logs / f"{name}.log", REPO, env=env), logs / f"{name}.log")
+        for name, module in (("worker", "workers"), ("gateway", "gateway"))
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, services)
+        api_key, other_key = asyncio.run(_create_keys(settings))
+        yield LiveStack(url=url, api_key=api_key, other_key=other_key, settings=settings)
+    finally:
+        for service in reversed(services):
+            service.stop()
