@@ -1,0 +1,184 @@
+"""One image through the whole worker core: decode, detect, blur, encode. Synchronous and pure.
+
+Fails closed: if a detector fails, the job fails; bytes are only returned after every requested detector
+ran and every detection's region was blurred.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from shared.errors import DetectionError, ModelsNotReadyError, VeilError
+from shared.jobs import BlurOptions, ImageFormat, Target
+from shared.settings import WorkerSettings
+from workers import imageops
+from workers.detectors import faces as faces_mod
+from workers.detectors import plates as plates_mod
+from workers.detectors.base import BoxF, RawDetection
+from workers.detectors.faces import FaceDetector
+from workers.detectors.plates import PlateDetector
+from workers.imageops import Region
+from workers.models import ensure_models
+from workers.runtime import create_session, select_providers
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AnonymizeResult:
+    image: bytes  # encoded in the input's format, without metadata
+    content_type: str
+    format: ImageFormat
+    width: int  # of the upright image
+    height: int
+    detections: list[RawDetection]
+    regions: list[Region]  # exactly what was blurred; x2/y2 exclusive
+    timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run), blur, encode
+
+
+def plate_cover(detection: RawDetection) -> BoxF:
+    """The box unioned with the mask polygon's bounding rect, so the whole plate is covered."""
+    x1, y1, x2, y2 = detection.box
+    if detection.polygon:
+        xs = [p[0] for p in detection.polygon]
+        ys = [p[1] for p in detection.polygon]
+        x1, y1, x2, y2 = min(x1, *xs), min(y1, *ys), max(x2, *xs), max(y2, *ys)
+    return (x1, y1, x2, y2)
+
+
+def _sane(detections: list[RawDetection]) -> bool:
+    for det in detections:
+        values = [det.score, *det.box]
+        if det.polygon:
+            values.extend(v for point in det.polygon for v in point)
+        if not all(math.isfinite(v) for v in values):
+            return False
+    return True
+
+
+class Anonymizer:
+    """Holds both detectors; :meth:`run` is safe to call from one thread at a time per instance."""
+
+    def __init__(
+        self, faces: FaceDetector, plates: PlateDetector, providers: list[str] | None = None
+    ) -> None:
+        self.faces = faces
+        self.plates = plates
+        self.providers: list[str] = providers if providers is not None else ["CPUExecutionProvider"]
+
+    @classmethod
+    def load(cls, model_dir: Path, settings: WorkerSettings) -> Anonymizer:
+        """Fetch/verify the models if needed and open both sessions.
+
+        The two models run one after the other for each image, so each session may use every core
+        (``intra_op_threads``, 0 = one thread per physical core); splitting cores would only idle them.
+        """
+        paths = ensure_models(model_dir)
+        providers = select_providers(
+            list(settings.providers),
+            list(ort.get_available_providers()),
+            enable_tensorrt=settings.enable_tensorrt,
+            require_gpu=settings.require_gpu,
+        )
+        try:
+            face_session = create_session(
+                paths.faces, providers, intra_op_threads=settings.intra_op_threads, model_dir=model_dir
+            )
+            plate_session = create_session(
+                paths.plates, providers, intra_op_threads=settings.intra_op_threads, model_dir=model_dir
+            )
+        except Exception as exc:  # onnxruntime raises its own, untyped exceptions
+            raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
+        used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
+        return cls(FaceDetector(face_session), PlateDetector(plate_session), providers=used)
+
+    def warm_up(self) -> None:
+        """Run each model once so the first job does not pay for allocations and kernel selection."""
+        rng = np.random.default_rng(0)
+        image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+        self.faces.detect(image, faces_mod.DEFAULT_MIN_SCORE, faces_mod.DEFAULT_MAX_SIDE)
+        self.plates.detect(image, plates_mod.DEFAULT_MIN_SCORE)
+
+    def run(
+        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+    ) -> AnonymizeResult:
+        timings: dict[str, float] = {}
+
+        @contextmanager
+        def timed(name: str) -> Iterator[None]:
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                timings[name] = round((time.perf_counter() - start) * 1000, 2)
+
+        with timed("decode"):
+            image = imageops.decode(data, max_pixels=max_pixels)  # ValidationError / PayloadTooLargeError
+            rgb = np.ascontiguousarray(cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+        detections: list[RawDetection] = []
+        boxes: list[BoxF] = []
+        if Target.FACES in options.targets:
+            score = options.min_score if options.min_score is not None else faces_mod.DEFAULT_MIN_SCORE
+            with timed("detect_faces"):
+                found = _detect("face", lambda: self.faces.detect(rgb, score, face_max_side))
+            detections.extend(found)
+            boxes.extend(det.box for det in found)
+        if Target.PLATES in options.targets:
+            score = options.min_score if options.min_score is not None else plates_mod.DEFAULT_MIN_SCORE
+            with timed("detect_plates"):
+                found = _detect("plate", lambda: self.plates.detect(rgb, score))
+            detections.extend(found)
+            boxes.extend(plate_cover(det) for det in found)
+
+        try:
+            with timed("blur"):
+                regions = imageops.regions_from_boxes(
+                    boxes,
+                    padding=options.padding,
+                    shrink=options.shrink,
+                    width=image.width,
+                    height=image.height,
+                )
+                pixels = imageops.blur_regions(image.pixels, regions, options.blur)
+            with timed("encode"):
+                encoded = imageops.encode(pixels, image.format)
+        except VeilError:
+            raise
+        except Exception as exc:  # an OpenCV failure here must not leak un-blurred bytes either
+            raise DetectionError(f"blurring failed: {exc}") from exc
+
+        return AnonymizeResult(
+            image=encoded,
+            content_type=image.format.content_type,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+            detections=detections,
+            regions=regions,
+            timings_ms=timings,
+        )
+
+
+def _detect(what: str, call: Callable[[], list[RawDetection]]) -> list[RawDetection]:
+    try:
+        found = call()
+    except Exception as exc:
+        log.exception("%s detection failed", what)
+        raise DetectionError(f"{what} detection failed: {exc}") from exc
+    if not _sane(found):
+        raise DetectionError(f"{what} detector returned non-finite values")
+    return found
