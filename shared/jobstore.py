@@ -30,6 +30,10 @@ class JobStore:
             return None
         return JobRecord.model_validate_json(raw)
 
+    async def delete(self, job_id: str) -> None:
+        """Forget a record (the gateway's clean-up when a job could not be queued)."""
+        await self._redis.delete(self._key(job_id))
+
     async def count_success_once(self, job_id: str, owner: str) -> bool:
         """Count a finished job in the owner's usage exactly once, however often it is re-run."""
         first = await self._redis.set(
