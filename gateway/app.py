@@ -1,0 +1,70 @@
+"""The gateway application: typed state, clean-up contexts pairing each resource's start and stop, routes
+and the error middleware. ``create_app(settings)`` is all a runner or a test needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.backends import connect_redis
+from gateway.errors import ERROR_RENDERERS, ErrorRenderers, error_middleware
+from gateway.inputs import body_limit
+from gateway.routes import health, jobs
+from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
+from gateway.submission import JobSubmitter
+from gateway.urlfetch import UrlAllowlist, UrlFetcher, create_guarded_session
+from shared.apikeys import ApiKeyStore
+from shared.errors import VeilError
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = connect_redis(settings.redis)
+    app[REDIS] = redis
+    app[API_KEYS] = ApiKeyStore(redis, settings.redis.prefix)
+    yield
+    await redis.aclose(close_connection_pool=True)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = ObjectStore(app[SETTINGS].s3)
+    try:
+        await asyncio.to_thread(store.ensure_bucket)
+    except VeilError as exc:  # start anyway: requests answer 503 and /readyz says why
+        log.warning("object store not ready at start-up: %s", exc)
+    app[STORE] = store
+    yield
+
+
+async def url_fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = create_guarded_session(UrlAllowlist(settings.effective_url_allowlist()))
+    app[URL_FETCHER] = UrlFetcher.from_settings(session, settings)
+    yield
+    await session.close()
+
+
+async def submitter_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[SUBMITTER] = JobSubmitter(app[SETTINGS], app[STORE], app[REDIS])
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        # Bodies are streamed with their own limits (gateway.inputs); this only bounds request.read().
+        client_max_size=body_limit(settings.limits.max_upload_bytes),
+    )
+    app[SETTINGS] = settings
+    app[ERROR_RENDERERS] = ErrorRenderers()
+    app.cleanup_ctx.extend([redis_ctx, store_ctx, url_fetcher_ctx, submitter_ctx])
+    app.add_routes(health.routes)
+    app.add_routes(jobs.routes)
+    return app

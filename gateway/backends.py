@@ -1,0 +1,43 @@
+"""The gateway's Redis connection: opened lazily and failing fast, so the gateway starts (and answers 503)
+while Redis is down; Redis failures become :class:`shared.errors.QueueUnavailableError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+from shared.errors import QueueUnavailableError
+from shared.queue import deserialize, serialize
+from shared.settings import RedisSettings
+
+
+def connect_redis(settings: RedisSettings) -> ArqRedis:
+    """One client for job records, API keys and the arq queue. Connects on first use, not here.
+
+    Unlike :func:`shared.queue.open_pool` this does not ping, so start-up does not depend on Redis.
+    """
+    pool = ConnectionPool.from_url(
+        settings.url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.queue_name,
+    )
+
+
+@contextmanager
+def redis_errors(action: str) -> Iterator[None]:
+    """Turn Redis being down or slow into a 503 ``QUEUE_UNAVAILABLE``."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailableError(f"Redis unavailable while {action}: {exc}") from exc

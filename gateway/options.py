@@ -1,0 +1,42 @@
+"""Blur options from form fields or JSON keys → :class:`shared.jobs.BlurOptions`, with 400s that name
+the offending field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pydantic
+
+from shared.errors import ValidationError
+from shared.jobs import BlurOptions
+
+OPTION_NAMES: tuple[str, ...] = tuple(BlurOptions.model_fields)
+
+
+def parse_blur_options(raw: Mapping[str, object]) -> BlurOptions:
+    """Validate option values as sent (form strings or JSON values); ``None`` means "the default"."""
+    unknown = sorted(name for name in raw if name not in BlurOptions.model_fields)
+    if unknown:
+        raise ValidationError(
+            f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"
+            f" (known: {', '.join(OPTION_NAMES)})"
+        )
+    values = {name: value for name, value in raw.items() if value is not None}
+    try:
+        return BlurOptions.model_validate(values)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(_describe(exc)) from exc
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "options"
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        if field.startswith("targets"):
+            message = f"{message} (use faces, plates or faces,plates)"
+            field = "targets"
+        problems.append(f"{field}: {message}")
+    return "invalid option " + "; ".join(dict.fromkeys(problems))

@@ -1,0 +1,65 @@
+"""Liveness and readiness, without authentication.
+
+``/healthz``: the process answers. ``/readyz``: Redis answers, the bucket is reachable and at least one
+worker has announced itself with its models loaded; 503 with every check's result otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from gateway.responses import json_response
+from gateway.state import REDIS, SETTINGS, STORE
+from shared.readiness import ready_workers
+
+routes = web.RouteTableDef()
+
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _check(probe: Awaitable[dict[str, object]]) -> dict[str, object]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            return {"ok": True, **await probe}
+    except TimeoutError:
+        return {"ok": False, "error": f"timed out after {CHECK_TIMEOUT_SECONDS:g} s"}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    redis = request.config_dict[REDIS]
+    store = request.config_dict[STORE]
+    prefix = request.config_dict[SETTINGS].redis.prefix
+
+    async def redis_probe() -> dict[str, object]:
+        await redis.ping()
+        return {}
+
+    async def store_probe() -> dict[str, object]:
+        await asyncio.to_thread(store.ping)
+        return {"bucket": store.bucket}
+
+    async def workers_probe() -> dict[str, object]:
+        workers = await ready_workers(redis, prefix)
+        if not workers:
+            raise RuntimeError("no worker with loaded models has announced itself")
+        return {"count": len(workers)}
+
+    redis_result, store_result, workers_result = await asyncio.gather(
+        _check(redis_probe()), _check(store_probe()), _check(workers_probe())
+    )
+    checks = {"redis": redis_result, "store": store_result, "workers": workers_result}
+    ready = all(check["ok"] for check in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )

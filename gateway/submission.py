@@ -1,0 +1,193 @@
+"""Turning an image and options into a queued job, and waiting for it: the one submission path every
+HTTP surface (the native API and later facades) goes through.
+
+``submit`` checks the image (format, decodability, pixel limits) before anything is stored; once the
+upload is in the store, any failure removes it again, so a refused job leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+
+from arq.connections import ArqRedis
+
+from gateway.backends import redis_errors
+from gateway.imagecheck import inspect_image
+from shared.errors import (
+    NotFoundError,
+    PayloadTooLargeError,
+    QueueUnavailableError,
+    ValidationError,
+    VeilError,
+)
+from shared.jobs import BlurOptions, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
+from shared.jobstore import JobStore
+from shared.queue import enqueue_anonymize
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobSubmitter:
+    """Submits jobs for an owner (an API key id) and reads them back; a job is visible to its owner only."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        redis: ArqRedis,
+        *,
+        poll_interval: float = 0.075,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._redis = redis
+        self._jobs = JobStore(redis, settings.redis.prefix)
+        self.poll_interval = poll_interval
+
+    @property
+    def jobs(self) -> JobStore:
+        return self._jobs
+
+    async def submit(self, owner: str, image: bytes | ObjectRef, options: BlurOptions) -> JobRecord:
+        """Check, store and queue one image; returns the queued record.
+
+        ``image`` is either the image's bytes (stored as an upload, deleted by the worker when done) or a
+        reference to an object in the store that Veil may read (left in place).
+        Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable.
+        """
+        if isinstance(image, ObjectRef):
+            return await self._submit_stored(owner, image, options)
+        return await self._submit_upload(owner, image, options)
+
+    async def get(self, job_id: str, owner: str) -> JobRecord:
+        """The owner's job; :class:`NotFoundError` for unknown jobs and other owners' jobs alike."""
+        record = None
+        if _JOB_ID.fullmatch(job_id):
+            with redis_errors("reading the job"):
+                record = await self._jobs.get(job_id)
+        if record is None or record.owner != owner:
+            raise NotFoundError(f"no job {job_id!r}")
+        return record
+
+    async def wait(self, job_id: str, owner: str, timeout: float) -> JobRecord:  # noqa: ASYNC109
+        """Poll until the job has finished or ``timeout`` seconds have passed; returns the latest record,
+        finished or not (a timeout is an answer here, not an error)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            record = await self.get(job_id, owner)
+            remaining = deadline - loop.time()
+            if record.status.finished or remaining <= 0:
+                return record
+            await asyncio.sleep(min(self.poll_interval, remaining))
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    async def _submit_upload(self, owner: str, data: bytes, options: BlurOptions) -> JobRecord:
+        limits = self._settings.limits
+        if len(data) > limits.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"the image is {len(data)} bytes, over the limit of {limits.max_upload_bytes}"
+            )
+        info = await asyncio.to_thread(inspect_image, data, limits)
+        job_id = new_job_id()
+        source = ObjectRef(bucket=self._store.bucket, key=self._store.upload_key(job_id))
+        await asyncio.to_thread(self._store.put, source.key, data, info.format.content_type)
+        try:
+            return await self._enqueue(job_id, owner, source, info, options, delete_source=True)
+        except BaseException:
+            await self._discard_upload(source)
+            raise
+
+    async def _submit_stored(self, owner: str, ref: ObjectRef, options: BlurOptions) -> JobRecord:
+        self._check_readable(ref)
+        limits = self._settings.limits
+        try:
+            stored = await asyncio.to_thread(self._store.get, ref.key, ref.bucket, limits.max_upload_bytes)
+        except NotFoundError as exc:
+            raise ValidationError(f"no object {ref.key!r} in bucket {ref.bucket!r}") from exc
+        except ValueError as exc:
+            raise PayloadTooLargeError(f"the stored image is too large: {exc}") from exc
+        info = await asyncio.to_thread(inspect_image, stored.body, limits)
+        return await self._enqueue(new_job_id(), owner, ref, info, options, delete_source=False)
+
+    def _check_readable(self, ref: ObjectRef) -> None:
+        s3 = self._settings.s3
+        if ref.bucket == s3.bucket:
+            # Veil's own uploads and results belong to other jobs (and other keys): never an input.
+            if ref.key.startswith((s3.uploads_prefix, s3.results_prefix)):
+                raise ValidationError(f"objects under {ref.key.split('/', 1)[0]}/ cannot be used as input")
+            return
+        if ref.bucket not in s3.readable_buckets:
+            raise ValidationError(f"bucket {ref.bucket!r} is not readable by Veil")
+
+    async def _enqueue(
+        self,
+        job_id: str,
+        owner: str,
+        source: ObjectRef,
+        info: InputInfo,
+        options: BlurOptions,
+        *,
+        delete_source: bool,
+    ) -> JobRecord:
+        record = JobRecord(id=job_id, owner=owner, status=JobStatus.QUEUED, input=info, options=options)
+        request = JobRequest(
+            id=job_id,
+            owner=owner,
+            source=source,
+            delete_source=delete_source,
+            input=info,
+            options=options,
+            created_at=record.created_at,
+        )
+        with redis_errors("recording the job"):
+            await self._jobs.put(record)
+        try:
+            with redis_errors("queueing the job"):
+                await enqueue_anonymize(self._redis, request, self._settings.redis.queue_name)
+        except VeilError:
+            await self._forget(job_id)
+            raise
+        except Exception as exc:
+            await self._forget(job_id)
+            log.exception("job %s could not be queued", job_id)
+            raise QueueUnavailableError("the job could not be queued") from exc
+        except BaseException:
+            await self._forget(job_id)
+            raise
+        log.info(
+            "job %s queued: owner=%s %s %dx%d source=%s/%s",
+            job_id,
+            owner,
+            info.format.value,
+            info.width,
+            info.height,
+            source.bucket,
+            source.key,
+        )
+        return record
+
+    async def _forget(self, job_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._jobs.delete(job_id))
+
+    async def _discard_upload(self, source: ObjectRef) -> None:
+        try:
+            await asyncio.shield(asyncio.to_thread(self._store.delete, source.key, source.bucket))
+        except Exception:
+            log.warning(
+                "could not delete the orphaned upload %s/%s", source.bucket, source.key, exc_info=True
+            )
