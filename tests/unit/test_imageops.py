@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from shared.errors import PayloadTooLargeError, ValidationError
+from shared.jobs import ImageFormat
+from tests.images import astronaut_bgr
+from workers import imageops
+
+BIG = 10**9
+
+
+def _photo(h: int = 120, w: int = 160) -> npt.NDArray[np.uint8]:
+    return np.asarray(cv2.resize(astronaut_bgr(), (w, h)), dtype=np.uint8)
+
+
+def _encode(pixels: npt.NDArray[Any], ext: str, params: list[int] | None = None) -> bytes:
+    ok, buf = cv2.imencode(ext, pixels, params or [])
+    assert ok
+    return bytes(buf.tobytes())
+
+
+def _tiff_orientation(value: int) -> bytes:
+    # Little-endian TIFF header, IFD0 with a single Orientation (0x0112, SHORT) entry.
+    return (
+        b"II*\x00"
+        + struct.pack("<I", 8)
+        + struct.pack("<H", 1)
+        + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0)
+    )
+
+
+def _jpeg_with_orientation(pixels: npt.NDArray[np.uint8], value: int) -> bytes:
+    jpeg = _encode(pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
+    payload = b"Exif\x00\x00" + _tiff_orientation(value)
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+def _png_with_orientation(pixels: npt.NDArray[Any], value: int) -> bytes:
+    png = _encode(pixels, ".png")
+    body = _tiff_orientation(value)
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    return png[:33] + chunk + png[33:]  # right after IHDR (8 + 25 bytes)
+
+
+# -- decode ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ext", "fmt"), [(".jpg", ImageFormat.JPEG), (".png", ImageFormat.PNG), (".webp", ImageFormat.WEBP)]
+)
+def test_decode_formats(ext: str, fmt: ImageFormat) -> None:
+    image = imageops.decode(_encode(_photo(), ext), max_pixels=BIG)
+    assert image.format is fmt
+    assert (image.width, image.height) == (160, 120)
+    assert image.bgr.shape == (120, 160, 3)
+    assert image.bgr.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("pixels", "ext"),
+    [
+        (np.zeros((30, 50, 4), np.uint8), ".webp"),  # lossy with alpha: VP8X
+        (np.zeros((30, 50, 3), np.uint8), ".webp"),  # lossy: VP8
+        (np.zeros((30, 50, 3), np.uint8), ".jpg"),
+        (np.zeros((30, 50), np.uint16), ".png"),
+    ],
+)
+def test_probe_reads_size_from_header(pixels: npt.NDArray[Any], ext: str) -> None:
+    _, w, h = imageops.probe(_encode(pixels, ext))
+    assert (w, h) == (50, 30)
+
+
+def test_probe_lossless_webp() -> None:
+    _, w, h = imageops.probe(
+        _encode(np.zeros((30, 50, 3), np.uint8), ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])
+    )
+    assert (w, h) == (50, 30)
+
+
+def test_png_keeps_alpha_gray_and_16_bit() -> None:
+    bgra = np.dstack([_photo(), np.full((120, 160), 128, np.uint8)])
+    image = imageops.decode(_encode(bgra, ".png"), max_pixels=BIG)
+    assert image.pixels.shape == (120, 160, 4)
+    assert image.bgr.shape == (120, 160, 3)
+
+    gray = cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY)
+    image = imageops.decode(_encode(gray, ".png"), max_pixels=BIG)
+    assert image.pixels.shape == (120, 160)
+    assert image.bgr.shape == (120, 160, 3)
+
+    deep = _photo().astype(np.uint16) * 257
+    image = imageops.decode(_encode(deep, ".png"), max_pixels=BIG)
+    assert image.pixels.dtype == np.uint16
+    assert np.array_equal(image.bgr, _photo())
+
+
+def test_jpeg_orientation_applied() -> None:
+    pixels = _photo(60, 100)
+    image = imageops.decode(_jpeg_with_orientation(pixels, 6), max_pixels=BIG)
+    assert (image.width, image.height) == (60, 100)  # rotated 90° clockwise
+    expected = np.rot90(pixels, -1).astype(int)
+    assert np.abs(image.bgr.astype(int) - expected).mean() < 8
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_png_orientation_applied(orientation: int) -> None:
+    pixels = _photo(60, 100)
+    image = imageops.decode(_png_with_orientation(pixels, orientation), max_pixels=BIG)
+    # OpenCV's own JPEG path is the reference for what each orientation means.
+    reference = imageops.decode(_jpeg_with_orientation(pixels, orientation), max_pixels=BIG)
+    assert image.pixels.shape == reference.pixels.shape
+    assert np.abs(image.bgr.astype(int) - reference.bgr.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize(
+    "blob", [b"", b"hello world", b"\xff\xd8\xff" + b"\x00" * 20, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40]
+)
+def test_garbage_is_a_validation_error(blob: bytes) -> None:
+    with pytest.raises(ValidationError, match="could not be decoded"):
+        imageops.decode(blob, max_pixels=BIG)
+
+
+def test_truncated_png_is_a_validation_error() -> None:
+    png = _encode(_photo(), ".png")
+    with pytest.raises(ValidationError):
+        imageops.decode(png[:60], max_pixels=BIG)
+
+
+def test_too_many_pixels_refused_before_decoding() -> None:
+    blob = _encode(_photo(), ".jpg")
+    with pytest.raises(PayloadTooLargeError):
+        imageops.decode(blob, max_pixels=160 * 120 - 1)
+    assert imageops.decode(blob, max_pixels=160 * 120).width == 160
+
+
+# -- encode ------------------------------------------------------------------------------------------------
+
+
+def test_encode_strips_exif() -> None:
+    image = imageops.decode(_jpeg_with_orientation(_photo(), 6), max_pixels=BIG)
+    out = imageops.encode(image.pixels, ImageFormat.JPEG)
+    assert b"Exif" not in out
+    again = imageops.decode(out, max_pixels=BIG)
+    assert (again.width, again.height) == (image.width, image.height)  # stays upright, no tag to re-apply
+
+
+@pytest.mark.parametrize("fmt", list(ImageFormat))
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.zeros((20, 30), np.uint8),
+        np.zeros((20, 30, 3), np.uint8),
+        np.zeros((20, 30, 4), np.uint8),
+        np.zeros((20, 30, 3), np.uint16),
+    ],
+    ids=["gray", "bgr", "bgra", "bgr16"],
+)
+def test_encode_every_layout(fmt: ImageFormat, pixels: npt.NDArray[Any]) -> None:
+    out = imageops.encode(pixels, fmt)
+    assert imageops.sniff_format(out) is fmt
+    assert imageops.decode(out, max_pixels=BIG).width == 30
+
+
+def test_png_round_trip_is_exact() -> None:
+    bgra = np.dstack([_photo(), np.arange(120 * 160, dtype=np.uint32).reshape(120, 160).astype(np.uint8)])
+    out = imageops.decode(imageops.encode(bgra, ImageFormat.PNG), max_pixels=BIG)
+    assert np.array_equal(out.pixels, bgra)
+
+
+# -- blur --------------------------------------------------------------------------------------------------
+
+REGIONS = [(20, 10, 70, 60), (100, 50, 150, 110)]
+
+
+def _inside(shape: tuple[int, ...], regions: list[tuple[int, int, int, int]]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(shape[:2], dtype=bool)
+    for x1, y1, x2, y2 in regions:
+        mask[y1:y2, x1:x2] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        _photo(),
+        cv2.cvtColor(_photo(), cv2.COLOR_BGR2GRAY),
+        np.dstack([_photo(), np.full((120, 160), 200, np.uint8)]),
+        _photo().astype(np.uint16) * 257,
+    ],
+    ids=["bgr", "gray", "bgra", "bgr16"],
+)
+@pytest.mark.parametrize("sigma", [None, 2.0, 30.0])
+def test_blur_changes_only_regions(pixels: npt.NDArray[Any], sigma: float | None) -> None:
+    before = pixels.copy()
+    out = imageops.blur_regions(pixels, REGIONS, sigma)
+    assert np.array_equal(pixels, before), "input must not be modified"
+    assert out.shape == pixels.shape
+    assert out.dtype == pixels.dtype
+    inside = _inside(pixels.shape, REGIONS)
+    assert np.array_equal(out[~inside], pixels[~inside])
+    for x1, y1, x2, y2 in REGIONS:
+        assert not np.array_equal(out[y1:y2, x1:x2], pixels[y1:y2, x1:x2])
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        assert np.array_equal(out[:, :, 3], pixels[:, :, 3]), "alpha is kept"
+
+
+def test_linear_ramp_still_changes() -> None:
+    # A linear ramp is a fixed point of a Gaussian blur; the region must change anyway.
+    ramp = np.tile(np.arange(200, dtype=np.uint8), (100, 1))
+    region = (50, 20, 150, 80)
+    out = imageops.blur_regions(ramp, [region], 3.0)
+    assert not np.array_equal(out[20:80, 50:150], ramp[20:80, 50:150])
+    assert np.array_equal(out[:20], ramp[:20])
+
+
+def test_flat_region_may_stay_identical() -> None:
+    flat = np.full((50, 50, 3), 77, np.uint8)
+    assert np.array_equal(imageops.blur_regions(flat, [(10, 10, 40, 40)], None), flat)
+
+
+def test_blur_makes_plate_text_unreadable() -> None:
+    canvas = np.full((300, 400, 3), 60, np.uint8)
+    cv2.rectangle(canvas, (100, 120), (300, 180), (245, 245, 245), -1)
+    cv2.putText(canvas, "ABC1234", (110, 168), cv2.FONT_HERSHEY_DUPLEX, 1.5, (10, 10, 10), 3)
+    region = (100, 120, 300, 180)
+    out = imageops.blur_regions(canvas, [region], None)
+    before = cv2.Laplacian(cv2.cvtColor(canvas[120:180, 100:300], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    after = cv2.Laplacian(cv2.cvtColor(out[120:180, 100:300], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    assert after < before * 0.01  # edges (strokes) are gone
+    # And no column profile of the glyphs survives: the region is close to a smooth blob.
+    assert np.std(out[135:165, 110:290].astype(float), axis=1).max() < 25
+
+
+def test_auto_sigma_scales_with_region() -> None:
+    assert imageops.auto_sigma((0, 0, 10, 10)) == imageops.AUTO_SIGMA_MIN
+    assert imageops.auto_sigma((0, 0, 500, 200)) == pytest.approx(100.0)
+
+
+def test_big_region_big_sigma_is_fast_enough() -> None:
+    import time
+
+    image = np.random.default_rng(0).integers(0, 256, size=(2000, 2000, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    imageops.blur_regions(image, [(0, 0, 2000, 2000)], None)  # auto sigma 400
+    assert time.perf_counter() - start < 2.0
