@@ -77,3 +77,8 @@ def make_plate_scene(
     ys, xs = np.nonzero(mask > 127)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return scene, box
+
+
+def to_rgb(bgr: npt.NDArray[np.uint8]) -> BGRImage:
+    """BGR -> RGB, typed (OpenCV's stubs return a loose array type)."""
+    return np.ascontiguousarray(bgr[:, :, ::-1])

