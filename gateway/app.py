@@ -3,7 +3,6 @@ and the error middleware. ``create_app(settings)`` is all a runner or a test nee
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,6 @@ from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCH
 from gateway.submission import JobSubmitter
 from gateway.urlfetch import UrlAllowlist, UrlFetcher, create_guarded_session
 from shared.apikeys import ApiKeyStore
-from shared.errors import VeilError
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -34,12 +32,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = ObjectStore(app[SETTINGS].s3)
-    try:
-        await asyncio.to_thread(store.ensure_bucket)
-    except VeilError as exc:  # start anyway: requests answer 503 and /readyz says why
-        log.warning("object store not ready at start-up: %s", exc)
-    app[STORE] = store
+    # No network here: the gateway starts while the store is down (requests answer 503, /readyz says why).
+    # Creating the bucket is provisioning (`veil up`, the worker), not the gateway's business.
+    app[STORE] = ObjectStore(app[SETTINGS].s3)
     yield
 
 

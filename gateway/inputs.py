@@ -11,6 +11,7 @@ import binascii
 import logging
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import BodyPartReader, web
@@ -82,6 +83,8 @@ async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSub
             return await _read_multipart(request, max_upload_bytes)
         if content_type == "application/json" or content_type.endswith("+json"):
             return _from_json(await _read_body(request, limit), max_upload_bytes)
+        if content_type == "application/x-www-form-urlencoded":
+            return _from_urlencoded(await _read_body(request, limit), max_upload_bytes)
     except VeilError:
         raise
     except Exception as exc:  # a malformed body is the client's problem, never a 500
@@ -89,7 +92,7 @@ async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSub
         raise ValidationError(f"malformed {content_type} body: {exc or type(exc).__name__}") from exc
     raise ValidationError(
         f"unsupported body type {content_type!r}: send multipart/form-data with an 'image' file,"
-        " or application/json with image_base64, image_url or s3"
+        " or application/json with image_base64, image_url or s3 (or a form with image_url or image_base64)"
     )
 
 
@@ -169,6 +172,28 @@ async def _read_text(part: BodyPartReader, limit: int, *, oversize_is_413: bool 
         return raw.decode(part.get_charset("utf-8")).strip()
     except (UnicodeDecodeError, LookupError) as exc:
         raise ValidationError(f"field {name!r} is not valid text") from exc
+
+
+# -- urlencoded form (image_url or image_base64 plus options) ---------------------------------------------
+
+
+def _from_urlencoded(body: bytes, max_upload_bytes: int) -> RawSubmission:
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValidationError(f"malformed form body: {exc}") from exc
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise ValidationError(f"field {name!r} given more than once")
+        fields[name] = value.strip()
+    if IMAGE_FIELD in fields or S3_KEY in fields:
+        raise ValidationError(f"a form body can carry {BASE64_KEY} or {URL_KEY}; upload files as multipart")
+    inputs: dict[str, object] = {key: fields.pop(key) for key in (BASE64_KEY, URL_KEY) if key in fields}
+    kind = _exactly_one(inputs)
+    text = inputs[kind]
+    assert isinstance(text, str)
+    return RawSubmission(_text_input(kind, text, max_upload_bytes), dict(fields))
 
 
 # -- JSON ---------------------------------------------------------------------------------------------

@@ -255,8 +255,7 @@ class UrlFetcher:
             parsed = URL(url.strip())
         except (ValueError, TypeError) as exc:
             raise UpstreamFetchError(f"image_url is not a valid URL: {exc}") from exc
-        if not parsed.is_absolute():
-            raise UpstreamFetchError("image_url must be an absolute http(s) URL")
+        check_url(parsed, self._allowlist)  # scheme first: file:, ftp: etc. are refused, not "failed"
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._follow(parsed)
