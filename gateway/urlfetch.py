@@ -73,18 +73,18 @@ def forbidden_reason(address: IPAddress) -> str | None:
             reason = forbidden_reason(embedded)
             return None if reason is None else f"{reason} (embedded in {address})"
     checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("private", address.is_private),
-        ("reserved", address.is_reserved),
-        ("shared CGNAT", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),
-        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
+        ("an unspecified", address.is_unspecified),
+        ("a loopback", address.is_loopback),
+        ("a link-local", address.is_link_local),
+        ("a multicast", address.is_multicast),
+        ("a private", address.is_private),
+        ("a reserved", address.is_reserved),
+        ("a shared (CGNAT)", isinstance(address, ipaddress.IPv4Address) and address in _CGNAT),
+        ("a site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
     )
     for name, hit in checks:
         if hit:
-            return f"{address} is a {name} address"
+            return f"{address} is {name} address"
     if not address.is_global:
         return f"{address} is not a global address"
     return None
@@ -165,6 +165,17 @@ def check_url(url: URL, allowlist: UrlAllowlist) -> None:
     address = parse_address(url.host)
     if address is not None:
         check_address(url.host, address, allowlist)
+    elif _legacy_ipv4(url.host):
+        # 127.1, 2130706433, 0x7f.1: resolvers map these onto addresses; nobody needs them for images.
+        raise UrlNotAllowedError(f"refusing the non-canonical numeric host {url.host!r}")
+
+
+def _legacy_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class GuardedResolver(AbstractResolver):

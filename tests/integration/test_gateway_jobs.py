@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -17,8 +18,10 @@ from redis.asyncio import Redis
 
 from cli.embedded import free_port
 from gateway.app import create_app
+from gateway.backends import connect_redis
 from gateway.errors import ErrorInfo, register_error_renderer
-from shared.errors import ValidationError
+from gateway.submission import JobSubmitter
+from shared.errors import NotFoundError, ValidationError
 from shared.jobs import (
     BlurOptions,
     ImageFormat,
@@ -538,6 +541,35 @@ async def test_result_endpoint(
     assert "key" not in body["result"]
 
 
+async def test_submitter_wait_returns_on_finish_or_timeout(
+    settings: Settings, store: ObjectStore, redis: Redis, camera_png: bytes, api_key: tuple[str, str]
+) -> None:
+    connection = connect_redis(settings.redis)
+    try:
+        submitter = JobSubmitter(settings, store, connection, poll_interval=0.02)
+        record = await submitter.submit(api_key[1], camera_png, BlurOptions(targets=(Target.FACES,)))
+        assert record.status is JobStatus.QUEUED
+        assert record.input == InputInfo(width=512, height=512, format=ImageFormat.PNG)
+
+        started = asyncio.get_running_loop().time()
+        still_queued = await submitter.wait(record.id, api_key[1], timeout=0.2)
+        assert still_queued.status is JobStatus.QUEUED
+        assert asyncio.get_running_loop().time() - started >= 0.2
+
+        async def finish_soon() -> None:
+            await asyncio.sleep(0.1)
+            await submitter.jobs.put(record.model_copy(update={"status": JobStatus.FAILED}))
+
+        finisher = asyncio.create_task(finish_soon())
+        finished = await submitter.wait(record.id, api_key[1], timeout=10)
+        await finisher
+        assert finished.status is JobStatus.FAILED
+        with pytest.raises(NotFoundError):
+            await submitter.wait(record.id, "someone-else", timeout=0.1)
+    finally:
+        await connection.aclose(close_connection_pool=True)
+
+
 # -- plumbing: routing errors, health, readiness, outages ----------------------------------------------------
 
 
@@ -630,7 +662,7 @@ async def test_s3_down_is_503_and_leaves_nothing(
     unique: str,
     redis: Redis,
 ) -> None:
-    # Same API keys (same prefix for them would be needed), so use the default prefix but a private queue.
+    # The default prefix (where the API key lives) but a private queue, so leftovers are easy to see.
     down = with_changes(
         settings,
         s3={"endpoint_url": f"http://127.0.0.1:{free_port()}"},

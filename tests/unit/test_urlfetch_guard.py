@@ -139,6 +139,10 @@ def test_check_address_uses_both_kinds_of_entry() -> None:
         "http://[::ffff:169.254.169.254]/latest",
         "http://169.254.169.254/latest/meta-data/",
         "/relative/path.jpg",
+        "http://127.1/a.jpg",
+        "http://2130706433/a.jpg",
+        "http://0x7f.0.0.1/a.jpg",
+        "http://017700000001/a.jpg",
     ],
 )
 def test_check_url_refuses(url: str) -> None:
