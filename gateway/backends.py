@@ -3,6 +3,7 @@ while Redis is down; Redis failures become :class:`shared.errors.QueueUnavailabl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,8 @@ from redis.exceptions import RedisError
 from shared.errors import QueueUnavailableError
 from shared.queue import deserialize, serialize
 from shared.settings import RedisSettings
+
+log = logging.getLogger(__name__)
 
 
 def connect_redis(settings: RedisSettings) -> ArqRedis:
@@ -40,4 +43,6 @@ def redis_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise QueueUnavailableError(f"Redis unavailable while {action}: {exc}") from exc
+        # The detail (addresses, ports) goes to the log, not to clients.
+        log.warning("Redis unavailable while %s: %s", action, exc)
+        raise QueueUnavailableError(f"the queue is unavailable ({action}); try again later") from exc
