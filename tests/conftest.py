@@ -62,7 +62,9 @@ def settings(redis_server: RedisServer, seaweed_server: SeaweedServer) -> Settin
                     "readable_buckets": ["veil-user-bucket"],
                 }
             ),
-            "worker": base.worker.model_copy(update={"model_dir": MODEL_DIR, "providers": ["CPUExecutionProvider"]}),
+            "worker": base.worker.model_copy(
+                update={"model_dir": MODEL_DIR, "providers": ["CPUExecutionProvider"]}
+            ),
         }
     )
 

@@ -73,7 +73,11 @@ def live_stack(
         "VEIL_URL_ALLOWLIST": "127.0.0.1",
     }
     services = [
-        Service(name, popen_logged([sys.executable, "-m", module], logs / f"{name}.log", REPO, env=env), logs / f"{name}.log")
+        Service(
+            name,
+            popen_logged([sys.executable, "-m", module], logs / f"{name}.log", REPO, env=env),
+            logs / f"{name}.log",
+        )
         for name, module in (("worker", "workers"), ("gateway", "gateway"))
     ]
     url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 class BrokenAnonymizer:
     """Stands in for the detectors only; Redis and S3 stay real."""
 
-    providers = ["CPUExecutionProvider"]
+    providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -40,7 +40,7 @@ class BrokenAnonymizer:
 
 
 class CountingAnonymizer:
-    providers = ["CPUExecutionProvider"]
+    providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
     def __init__(self) -> None:
         self.calls = 0
@@ -92,7 +92,11 @@ async def _setup(
 
 
 def _results_for(store: ObjectStore, job_id: str) -> list[str]:
-    return [store.result_key(job_id, ext) for ext in ("jpg", "png", "webp") if store.exists(store.result_key(job_id, ext))]
+    return [
+        store.result_key(job_id, ext)
+        for ext in ("jpg", "png", "webp")
+        if store.exists(store.result_key(job_id, ext))
+    ]
 
 
 async def test_detector_error_fails_closed(settings: Settings, store: ObjectStore, redis: Redis) -> None:
@@ -107,7 +111,9 @@ async def test_detector_error_fails_closed(settings: Settings, store: ObjectStor
 
 
 async def test_detector_timeout_fails_closed(settings: Settings, store: ObjectStore, redis: Redis) -> None:
-    ctx, request, jobs = await _setup(settings, store, redis, BrokenAnonymizer("hang"), detect_timeout_seconds=0.2)
+    ctx, request, jobs = await _setup(
+        settings, store, redis, BrokenAnonymizer("hang"), detect_timeout_seconds=0.2
+    )
     await anonymize(ctx, request.model_dump(mode="json"))
     record = await jobs.get(request.id)
     assert record is not None and record.error is not None
@@ -115,7 +121,9 @@ async def test_detector_timeout_fails_closed(settings: Settings, store: ObjectSt
     assert _results_for(store, request.id) == []
 
 
-async def test_unreadable_payload_is_not_retried(settings: Settings, store: ObjectStore, redis: Redis) -> None:
+async def test_unreadable_payload_is_not_retried(
+    settings: Settings, store: ObjectStore, redis: Redis
+) -> None:
     ctx, _, _ = await _setup(settings, store, redis, CountingAnonymizer())
     outcome = await anonymize(ctx, {"version": 99, "id": "x"})
     assert outcome == {"status": "failed", "code": "BAD_PAYLOAD"}
