@@ -43,7 +43,18 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
     return {k: v for k, v in read_stack_file(data_dir).items() if k.startswith("VEIL_")}
 
 
+def start_veil_processes(env: dict[str, str], log_dir: Path) -> list[Service]:
+    """Start a worker and a gateway (``python -m workers``, ``python -m gateway``) with ``VEIL_*`` env."""
+    services = []
+    for name, module in (("worker", "workers"), ("gateway", "gateway")):
+        log = log_dir / f"{name}.log"
+        proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
+        services.append(Service(name, proc, log))
+    return services
+
+
 def wait_ready(url: str, timeout: float, services: list[Service]) -> None:
+    """Wait for ``/readyz`` to answer 200; fail early, with the log's tail, if a process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for service in services:
@@ -83,10 +94,7 @@ class Stack:
             "VEIL_GATEWAY__HOST": self.host,
             "VEIL_GATEWAY__PORT": str(self.port),
         }
-        for name, module in (("worker", "workers"), ("gateway", "gateway")):
-            log = self.data_dir / f"{name}.log"
-            proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
-            self.services.append(Service(name, proc, log))
+        self.services.extend(start_veil_processes(env, self.data_dir))
         (self.data_dir / STACK_FILE).write_text(json.dumps({**env, "url": self.url}, indent=2))
         wait_ready(self.url, ready_timeout, self.services)
 

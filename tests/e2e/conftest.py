@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +12,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from cli.embedded import Service, free_port, popen_logged
+from cli.embedded import free_port
+from cli.stack import start_veil_processes, wait_ready
 from shared.apikeys import ApiKeyStore
 from shared.settings import Settings
 
@@ -29,23 +26,6 @@ class LiveStack:
     api_key: str
     other_key: str
     settings: Settings
-
-
-def _wait_ready(url: str, services: list[Service], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for service in services:
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"{service.name} died:\n{service.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    logs = "\n".join(f"== {s.name}\n{s.log.read_text()[-2000:]}" for s in services)
-    raise RuntimeError(f"stack not ready in {timeout}s\n{logs}")
 
 
 async def _create_keys(settings: Settings) -> tuple[str, str]:
@@ -72,17 +52,10 @@ def live_stack(
         "VEIL_WORKER__PROVIDERS": "CPUExecutionProvider",
         "VEIL_URL_ALLOWLIST": "127.0.0.1",
     }
-    services = [
-        Service(
-            name,
-            popen_logged([sys.executable, "-m", module], logs / f"{name}.log", REPO, env=env),
-            logs / f"{name}.log",
-        )
-        for name, module in (("worker", "workers"), ("gateway", "gateway"))
-    ]
+    services = start_veil_processes(env, logs)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, services)
+        wait_ready(url, 180, services)
         api_key, other_key = asyncio.run(_create_keys(settings))
         yield LiveStack(url=url, api_key=api_key, other_key=other_key, settings=settings)
     finally:
