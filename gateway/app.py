@@ -14,10 +14,11 @@ from gateway.inputs import body_limit
 from gateway.routes import health, jobs
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.submission import JobSubmitter
-from gateway.urlfetch import UrlAllowlist, UrlFetcher, create_guarded_session
+from gateway.urlfetch import UrlFetcher
 from shared.apikeys import ApiKeyStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.urlguard import UrlAllowlist, create_guarded_session
 
 log = logging.getLogger(__name__)
 

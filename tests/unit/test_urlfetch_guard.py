@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from yarl import URL
 
-from gateway.urlfetch import (
+from shared.urlguard import (
     UrlAllowlist,
     UrlNotAllowedError,
     check_address,
