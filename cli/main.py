@@ -98,7 +98,8 @@ def _with_key_store(settings: Settings, action: Callable[[ApiKeyStore], Awaitabl
 def keys_create(data_dir: Path, name: str) -> None:
     """Create a key; the key itself is the last line printed (shown once, stored hashed)."""
     token, key = _with_key_store(settings_for_cli(data_dir), lambda store: store.create(name))
-    click.echo(f"Created key {key.id} ({key.name}). It is shown only once:", err=True)
+    click.echo(f"Created key {key.id} ({key.name}); webhook signing secret: {key.webhook_secret}", err=True)
+    click.echo("The key is shown only once:", err=True)
     click.echo(token)
 
 

@@ -19,6 +19,8 @@ class ApiKey(BaseModel):
     id: str
     name: str
     created_at: str = Field(default_factory=lambda: utcnow().isoformat())
+    # Signs this key's webhook deliveries (shared/webhooks.py); shown once, with the key.
+    webhook_secret: str | None = None
 
 
 def _digest(token: str) -> str:
@@ -35,7 +37,7 @@ class ApiKeyStore:
 
     async def create(self, name: str) -> tuple[str, ApiKey]:
         token = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(id=secrets.token_hex(8), name=name)
+        key = ApiKey(id=secrets.token_hex(8), name=name, webhook_secret="whsec_" + secrets.token_urlsafe(24))
         await self._redis.set(self._key(_digest(token)), key.model_dump_json())
         await resolve(self._redis.hset(f"{self._prefix}:apikeys", key.id, _digest(token)))
         return token, key
@@ -44,6 +46,13 @@ class ApiKeyStore:
         if not token or len(token) > 256:
             return None
         raw = await self._redis.get(self._key(_digest(token)))
+        return None if raw is None else ApiKey.model_validate_json(raw)
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        digest = await resolve(self._redis.hget(f"{self._prefix}:apikeys", key_id))
+        if digest is None:
+            return None
+        raw = await self._redis.get(self._key(digest.decode() if isinstance(digest, bytes) else digest))
         return None if raw is None else ApiKey.model_validate_json(raw)
 
     async def list(self) -> list[ApiKey]:
