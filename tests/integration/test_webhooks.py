@@ -1,0 +1,105 @@
+"""Webhook deliveries against a real receiver on loopback and real Redis: signed, guarded, retried."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from arq import Retry
+from redis.asyncio import Redis
+
+from shared.apikeys import ApiKeyStore
+from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobStatus
+from shared.jobstore import JobStore
+from shared.settings import Settings
+from shared.webhooks import SIGNATURE_HEADER, verify
+from workers.notify import deliver
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Receiver:
+    url: str
+    status: int = 200
+    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    state = Receiver(url="")
+
+    async def hook(request: web.Request) -> web.Response:
+        state.received.append((await request.read(), dict(request.headers)))
+        return web.Response(status=state.status)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state.url = str(server.make_url("/hook"))
+    yield state
+    await server.close()
+
+
+async def _finished_job(settings: Settings, redis: Redis) -> tuple[str, str]:
+    _, key = await ApiKeyStore(redis, settings.redis.prefix).create("hooks")
+    assert key.webhook_secret is not None
+    record = JobRecord(
+        id=uuid.uuid4().hex,
+        owner=key.id,
+        status=JobStatus.SUCCEEDED,
+        input=InputInfo(width=8, height=8, format=ImageFormat.PNG),
+        options=BlurOptions(),
+    )
+    await JobStore(redis, settings.redis.prefix).put(record)
+    return record.id, key.webhook_secret
+
+
+def _allowing_loopback(settings: Settings) -> Settings:
+    return settings.model_copy(update={"url_allowlist": ["127.0.0.1"]})
+
+
+async def test_delivery_is_signed_and_carries_the_job(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    job_id, secret = await _finished_job(settings, redis)
+    outcome = await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
+    assert outcome == "delivered (200)"
+    body, headers = receiver.received[0]
+    assert verify(secret, headers[SIGNATURE_HEADER], body, now=int(time.time()))
+    payload = orjson.loads(body)
+    assert payload["event"] == "job.succeeded"
+    assert payload["job"]["id"] == job_id
+    assert "owner" not in payload["job"]
+    assert headers["Veil-Event"] == "job.succeeded"
+
+
+async def test_loopback_receiver_refused_without_allowlist(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    job_id, _ = await _finished_job(settings, redis)
+    outcome = await deliver(settings.model_copy(update={"url_allowlist": []}), redis, job_id, receiver.url, 1)
+    assert outcome.startswith("refused")
+    assert receiver.received == []
+
+
+async def test_server_errors_are_retried_client_errors_are_not(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    job_id, _ = await _finished_job(settings, redis)
+    receiver.status = 503
+    with pytest.raises(Retry):
+        await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
+    outcome = await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=5)
+    assert outcome.startswith("gave up after 5 attempts")
+    receiver.status = 410
+    assert await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1) == (
+        "receiver answered 410"
+    )
