@@ -7,6 +7,7 @@ Bump ``CONTRACT_VERSION`` on any incompatible change; workers refuse versions th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -50,6 +51,38 @@ class ImageFormat(StrEnum):
         return "jpg" if self is ImageFormat.JPEG else self.value
 
 
+class Exclusion(BaseModel):
+    """Where detections are ignored: margins in percent of the image's height (top/bottom) or width
+    (left/right), and/or a box in pixels. A detection is excluded when its centre lies in either."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top: float = Field(default=0, ge=0, le=100)
+    left: float = Field(default=0, ge=0, le=100)
+    bottom: float = Field(default=0, ge=0, le=100)
+    right: float = Field(default=0, ge=0, le=100)
+    box: tuple[int, int, int, int] | None = None  # xmin, ymin, xmax, ymax
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None and (value[0] >= value[2] or value[1] >= value[3]):
+            raise ValueError("box must have xmin < xmax and ymin < ymax")
+        return value
+
+    def covers(self, box: Sequence[float], width: int, height: int) -> bool:
+        """Whether a detection's box ``[x1, y1, x2, y2]`` has its centre in an excluded part."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        if cy < height * self.top / 100 or cy >= height * (1 - self.bottom / 100):
+            return True
+        if cx < width * self.left / 100 or cx >= width * (1 - self.right / 100):
+            return True
+        if self.box is not None:
+            xmin, ymin, xmax, ymax = self.box
+            return xmin <= cx <= xmax and ymin <= cy <= ymax
+        return False
+
+
 class BlurOptions(BaseModel):
     """What to find and how to hide it. Every field has a documented range; the gateway validates."""
 
@@ -66,6 +99,21 @@ class BlurOptions(BaseModel):
     min_score: float | None = Field(default=None, ge=0, le=1)
     # Keep EXIF (orientation is applied to pixels either way, so the tag is reset).
     keep_metadata: bool = False
+    # -- vendor-facade features (all optional; the defaults keep the behaviour above) --------------------
+    # Blur strength per class, Plate Recognizer style: 0 = detect and report but do not blur, 1..10 =
+    # weak..strong (overrides `blur` for that class). None: `blur` applies.
+    face_strength: int | None = Field(default=None, ge=0, le=10)
+    plate_strength: int | None = Field(default=None, ge=0, le=10)
+    # Object key (in Veil's bucket, under the uploads prefix) of a logo warped onto each plate polygon.
+    # Set by the gateway's facades only, never by clients.
+    logo_key: str | None = Field(default=None, min_length=1, max_length=1024)
+    # Parts of the image where detections are neither blurred nor reported.
+    exclusion: Exclusion | None = None
+    # Detect on horizontal chunks (panoramas), overlapping by `split_overlap` percent of a chunk's width.
+    split: bool = False
+    split_overlap: float = Field(default=20, ge=0, le=90)
+    # Longest side faces are detected at, for this job (None: the worker's `face_max_side`).
+    face_max_side: int | None = Field(default=None, ge=64, le=16384)
 
     @field_validator("targets", mode="before")
     @classmethod

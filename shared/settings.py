@@ -60,6 +60,10 @@ class GatewaySettings(BaseModel):
     url_allowlist: CsvList = Field(default_factory=list)
     # Where the gateway itself is reachable, for absolute links (None: relative links).
     public_base_url: str | None = None
+    # How long a vendor-compatible facade waits for its job before answering with the job id.
+    facade_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Second listener for Plate Recognizer's on-premise style `POST /` and `GET /info/` (None: off).
+    platerecognizer_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("url_allowlist", mode="before")
     @classmethod
