@@ -10,12 +10,17 @@ import pydantic
 from shared.errors import ValidationError
 from shared.jobs import BlurOptions
 
-OPTION_NAMES: tuple[str, ...] = tuple(BlurOptions.model_fields)
+# Set by the gateway itself (a facade's stored logo), never by clients: naming an object key would let a
+# client read other jobs' uploads.
+INTERNAL_OPTIONS = frozenset({"logo_key"})
+OPTION_NAMES: tuple[str, ...] = tuple(
+    name for name in BlurOptions.model_fields if name not in INTERNAL_OPTIONS
+)
 
 
 def parse_blur_options(raw: Mapping[str, object]) -> BlurOptions:
     """Validate option values as sent (form strings or JSON values); ``None`` means "the default"."""
-    unknown = sorted(name for name in raw if name not in BlurOptions.model_fields)
+    unknown = sorted(name for name in raw if name not in OPTION_NAMES)
     if unknown:
         raise ValidationError(
             f"unknown option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"

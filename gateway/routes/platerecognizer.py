@@ -1,0 +1,345 @@
+"""Plate Recognizer Blur-compatible API: ``POST /v1/blur`` (cloud style, ``Authorization: Token <key>``)
+and ``GET /info/``; with ``settings.gateway.platerecognizer_port`` set, also the on-premise style
+``POST /`` and ``GET /info/`` on that port (a second listener of the same process).
+
+Parameters map onto :class:`BlurOptions`: ``faces`` / ``plates`` intensities (0 = detect, don't blur;
+1..10), ``logo`` (a file), exclusion margins ``et/el/eb/er`` and box ``xmin/ymin/xmax/ymax``, ``split`` +
+``overlap``, ``copy_metadata``, ``face_max_resolution``. ``camera_id``, ``snapshot_filename``,
+``regions`` and ``config`` are accepted (``snapshot_filename`` names the returned file). ``skip_regexp``
+needs plate reading, which Veil does not do: 400. Errors are ``{"error": "..."}``: 400, 403 for a
+missing or wrong token, 413; 503 (with ``job_id``) when the job did not finish in time.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from importlib import metadata as importlib_metadata
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import (
+    ERROR_RENDERERS,
+    ErrorInfo,
+    ErrorRenderers,
+    error_middleware,
+    register_error_renderer,
+)
+from gateway.facade import (
+    JOB_ID,
+    Form,
+    FormFile,
+    JobTimeoutError,
+    delete_upload,
+    fetch_url,
+    max_upload_bytes,
+    parse_bool,
+    parse_int,
+    parse_number,
+    put_upload,
+    read_form,
+    result_bytes,
+    run_job,
+    verify_key,
+)
+from gateway.imagecheck import inspect_image
+from gateway.inputs import body_limit
+from gateway.responses import json_response
+from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
+from shared.errors import UnauthorizedError, ValidationError
+from shared.jobs import BlurOptions, Detection, Exclusion, JobRecord
+
+log = logging.getLogger(__name__)
+
+# Jobs sent to the on-premise listener without a token belong to this owner (as the vendor's SDK, that
+# listener has no authentication of its own; it is off unless the operator sets a port).
+ONPREM_OWNER = "platerecognizer-onprem"
+ANONYMOUS_OWNER = web.AppKey("platerecognizer_anonymous_owner", str)
+
+INTENSITY_FIELDS = ("faces", "plates")
+MARGIN_FIELDS = {"et": "top", "el": "left", "eb": "bottom", "er": "right"}
+BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+ACCEPTED_FIELDS = frozenset(
+    {
+        "upload",
+        "upload_url",
+        "regions",
+        "skip_regexp",
+        "logo",
+        "config",
+        "split",
+        "overlap",
+        "camera_id",
+        "snapshot_filename",
+        "copy_metadata",
+        "face_max_resolution",
+        *INTENSITY_FIELDS,
+        *MARGIN_FIELDS,
+        *BOX_FIELDS,
+    }
+)
+DEFAULT_OVERLAP = 20.0
+
+routes = web.RouteTableDef()
+
+
+def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
+    """``{"error": "..."}``; a missing or wrong token is 403, an unsupported image 400."""
+    status = {401: 403, 415: 400}.get(error.status, error.status)
+    body: dict[str, object] = {"error": error.message}
+    if JOB_ID in request and status == 503:
+        body["job_id"] = request[JOB_ID]
+    return json_response(body, status=status, headers=error.headers)
+
+
+def version() -> str:
+    try:
+        return importlib_metadata.version("veil")
+    except importlib_metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+# -- request → options --------------------------------------------------------------------------------------
+
+
+def _value(form: Form, name: str) -> str | None:
+    value = form.get(name)
+    return None if value is None or value == "" else value
+
+
+def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions, bool]:
+    """The job's options from the form, and whether the image is returned (an intensity above 0)."""
+    unknown = sorted((set(form.values) | set(form.files)) - ACCEPTED_FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown parameter {', '.join(unknown)}")
+    if "skip_regexp" in form.values:
+        raise ValidationError(
+            "skip_regexp is not supported: it needs plate reading (OCR), which this server does not do"
+        )
+    strengths = {
+        name: parse_int(name, raw, 0, 10)
+        for name in INTENSITY_FIELDS
+        if (raw := _value(form, name)) is not None
+    }
+    margins = {
+        side: parse_number(name, raw, 0, 100)
+        for name, side in MARGIN_FIELDS.items()
+        if (raw := _value(form, name)) is not None
+    }
+    box_values = {name: _value(form, name) for name in BOX_FIELDS}
+    given = [name for name, raw in box_values.items() if raw is not None]
+    box: tuple[int, int, int, int] | None = None
+    if given:
+        if len(given) != 4:
+            missing = [name for name in BOX_FIELDS if name not in given]
+            raise ValidationError(
+                f"the exclusion box needs xmin, ymin, xmax and ymax; missing {', '.join(missing)}"
+            )
+        a, b, c, d = (parse_int(name, box_values[name] or "", 0, 1_000_000) for name in BOX_FIELDS)
+        if a >= c or b >= d:
+            raise ValidationError("the exclusion box needs xmin < xmax and ymin < ymax")
+        box = (a, b, c, d)
+    exclusion = Exclusion(**margins, box=box) if margins or box else None
+    overlap_raw = _value(form, "overlap")
+    overlap = parse_number("overlap", overlap_raw, 0, 90) if overlap_raw is not None else DEFAULT_OVERLAP
+    split = parse_bool("split", form.get("split") or "false")
+    keep_metadata = parse_bool("copy_metadata", form.get("copy_metadata") or "false")
+    max_res_raw = _value(form, "face_max_resolution")
+    face_max_side = parse_int("face_max_resolution", max_res_raw, 64, 16384) if max_res_raw else None
+    config = _value(form, "config")
+    if config is not None:
+        try:
+            parsed = orjson.loads(config)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"config must be a JSON object: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ValidationError("config must be a JSON object")
+    options = BlurOptions(
+        face_strength=strengths.get("faces", 0),
+        plate_strength=strengths.get("plates", 0),
+        logo_key=logo_key,
+        exclusion=exclusion,
+        split=split,
+        split_overlap=overlap,
+        keep_metadata=keep_metadata,
+        face_max_side=face_max_side,
+    )
+    return options, any(value > 0 for value in strengths.values())
+
+
+# -- record → response --------------------------------------------------------------------------------------
+
+
+def _box(box: list[int]) -> dict[str, int]:
+    return {"xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3]}
+
+
+def plate_polygon(det: Detection) -> list[list[float]]:
+    """4 corners, clockwise from the top-left, as floats (the box's corners when there is no mask)."""
+    if det.polygon and len(det.polygon) == 4:
+        points = [(float(x), float(y)) for x, y in det.polygon]
+    else:
+        x1, y1, x2, y2 = det.box
+        points = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    cx = sum(p[0] for p in points) / 4
+    cy = sum(p[1] for p in points) / 4
+    clockwise = sorted(points, key=lambda p: math.atan2(p[1] - cy, p[0] - cx))
+    start = min(range(4), key=lambda i: clockwise[i][0] + clockwise[i][1])
+    ordered = clockwise[start:] + clockwise[:start]
+    return [[float(x), float(y)] for x, y in ordered]
+
+
+def blur_response(
+    record: JobRecord, image: bytes | None, filename: str, exclusion: Exclusion | None
+) -> dict[str, object]:
+    """The documented response; detections inside an exclusion zone are left out."""
+    width, height = record.input.width, record.input.height
+    kept = [
+        det for det in record.detections if exclusion is None or not exclusion.covers(det.box, width, height)
+    ]
+    faces = [{"box": _box(det.box), "score": det.score} for det in kept if det.class_ == "face"]
+    plates = [
+        {"polygon": plate_polygon(det), "result": {"box": _box(det.box), "dscore": det.score}}
+        for det in kept
+        if det.class_ == "plate"
+    ]
+    blur: dict[str, object] | None = None
+    if image is not None:
+        content_type = record.result.content_type if record.result else None
+        blur = {
+            "content_type": content_type,
+            "filename": filename,
+            "base64": base64.b64encode(image).decode("ascii"),
+        }
+    return {"faces": faces, "plates": plates, "blur": blur}
+
+
+def result_filename(form: Form, upload: FormFile | None, url: str | None, extension: str) -> str:
+    """``snapshot_filename``, else the uploaded file's or the URL's name, else ``image.<ext>``."""
+    for candidate in (
+        _value(form, "snapshot_filename"),
+        upload.filename if upload is not None and url is None else None,
+        PurePosixPath(urlsplit(url).path).name if url else None,
+    ):
+        if candidate:
+            return PurePosixPath(candidate.replace("\\", "/")).name or f"image.{extension}"
+    return f"image.{extension}"
+
+
+# -- handlers -----------------------------------------------------------------------------------------------
+
+
+async def _owner(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "").strip()
+    if not header:
+        anonymous = request.app.get(ANONYMOUS_OWNER)
+        if anonymous is not None:
+            return anonymous
+        raise UnauthorizedError("Authentication credentials were not provided.")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "token" or not token.strip():
+        raise UnauthorizedError("Invalid token header: use 'Authorization: Token <key>'.")
+    key = await verify_key(request, token.strip())
+    if key is None:
+        raise UnauthorizedError("Invalid token.")
+    return key.id
+
+
+async def _store_logo(request: web.Request, logo: FormFile) -> str:
+    settings = request.config_dict[SETTINGS]
+    try:
+        info = inspect_image(logo.data, settings.limits)
+    except ValidationError as exc:
+        raise ValidationError(f"logo: {exc.message}") from exc
+    return await put_upload(request, f"logo-{uuid.uuid4().hex}", logo.data, info.format.content_type)
+
+
+@routes.post("/v1/blur")
+async def blur(request: web.Request) -> web.Response:
+    owner = await _owner(request)
+    form = await read_form(request, max_upload_bytes(request), file_fields={"upload", "logo"})
+    parse_options(form)  # refuse bad parameters before fetching or storing anything
+    url = _value(form, "upload_url")  # "given priority over upload"
+    upload = form.files.get("upload")
+    if url is not None:
+        image = (await fetch_url(request, url)).data
+    elif upload is not None and upload.data:
+        image = upload.data
+    else:
+        raise ValidationError("upload or upload_url is required")
+    logo_text = form.get("logo")
+    if logo_text:
+        raise ValidationError("logo must be an uploaded file; paths in a /logos directory are not supported")
+    logo = form.files.get("logo")
+    logo_key = await _store_logo(request, logo) if logo is not None and logo.data else None
+    options, return_image = parse_options(form, logo_key)
+    try:
+        record = await run_job(request, owner, image, options)
+    except JobTimeoutError:
+        raise  # the worker still needs the logo; the uploads lifecycle rule removes it later
+    except BaseException:
+        if logo_key is not None:
+            await delete_upload(request, logo_key)
+        raise
+    if logo_key is not None:
+        await delete_upload(request, logo_key)
+    assert record.result is not None
+    blurred = await result_bytes(request, record) if return_image else None
+    filename = result_filename(form, upload, url, record.input.format.extension)
+    return json_response(blur_response(record, blurred, filename, options.exclusion))
+
+
+@routes.get("/info/")
+async def info(request: web.Request) -> web.Response:
+    return json_response({"version": version(), "snapshot": None})
+
+
+# -- the on-premise listener --------------------------------------------------------------------------------
+
+
+def onprem_app(main: web.Application) -> web.Application:
+    """``POST /`` and ``GET /info/`` sharing the main app's state (keys, store, queue, fetcher)."""
+    settings = main[SETTINGS]
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=body_limit(settings.limits.max_upload_bytes)
+    )
+    app[ERROR_RENDERERS] = ErrorRenderers(default=render_error)
+    app[SETTINGS] = settings
+    app[REDIS] = main[REDIS]
+    app[API_KEYS] = main[API_KEYS]
+    app[STORE] = main[STORE]
+    app[URL_FETCHER] = main[URL_FETCHER]
+    app[SUBMITTER] = main[SUBMITTER]
+    app[ANONYMOUS_OWNER] = ONPREM_OWNER
+    app.router.add_post("/", blur)
+    app.router.add_get("/info/", info)
+    app.router.add_get("/info", info)
+    return app
+
+
+async def onprem_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    port = settings.gateway.platerecognizer_port
+    if port is None:
+        yield
+        return
+    runner = web.AppRunner(onprem_app(app), access_log_format='%a "%r" %s %b %Tfs')
+    await runner.setup()
+    await web.TCPSite(runner, settings.gateway.host, port).start()
+    log.info("Plate Recognizer on-premise API on http://%s:%d/", settings.gateway.host, port)
+    yield
+    await runner.cleanup()
+
+
+def setup(app: web.Application) -> None:
+    """Register the routes and error shape; call after the state clean-up contexts are added."""
+    app.add_routes(routes)
+    register_error_renderer(app, "/v1/blur", render_error)
+    register_error_renderer(app, "/info/", render_error)
+    app.cleanup_ctx.append(onprem_ctx)
