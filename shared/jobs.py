@@ -157,9 +157,14 @@ class JobRequest(BaseModel):
     source: ObjectRef
     # Whether the worker deletes `source` when the job ends (uploads: yes; a user's own S3 object: no).
     delete_source: bool = True
-    input: InputInfo
+    input: InputInfo  # probed from the header before queueing; the worker corrects it after decoding
     options: BlurOptions = Field(default_factory=BlurOptions)
     created_at: datetime = Field(default_factory=utcnow)
+    # Also write the blurred image here (bulk jobs' `output`), besides Veil's own results prefix.
+    output: ObjectRef | None = None
+    # POSTed a signed copy of the job when it ends (shared/webhooks.py).
+    callback_url: str | None = None
+    bulk_id: str | None = None
 
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4)]

@@ -34,6 +34,20 @@ class JobStore:
         """Forget a record (the gateway's clean-up when a job could not be queued)."""
         await self._redis.delete(self._key(job_id))
 
+    async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        records: list[JobRecord | None] = []
+        for start in range(0, len(job_ids), 500):
+            raws = await self._redis.mget([self._key(job_id) for job_id in job_ids[start : start + 500]])
+            records.extend(None if raw is None else JobRecord.model_validate_json(raw) for raw in raws)
+        return records
+
+    async def put_if_absent(self, record: JobRecord) -> bool:
+        """Write a new record unless one exists (a re-run must never reset a finished job)."""
+        written = await self._redis.set(
+            self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS, nx=True
+        )
+        return bool(written)
+
     async def count_success_once(self, job_id: str, owner: str) -> bool:
         """Count a finished job in the owner's usage exactly once, however often it is re-run."""
         first = await self._redis.set(

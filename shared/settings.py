@@ -9,11 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 # Comma-separated in the environment (`a,b,c`), a list in code.
-CsvList = Annotated[list[str], NoDecode]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class RedisSettings(BaseModel):
@@ -36,13 +43,8 @@ class S3Settings(BaseModel):
     result_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
     # Only buckets listed here may be named by `{"s3": {"bucket", "key"}}` inputs (besides `bucket`).
     readable_buckets: CsvList = Field(default_factory=list)
-
-    @field_validator("readable_buckets", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    # Buckets bulk jobs may write blurred copies into (``"output": {"bucket", "prefix"}``).
+    writable_buckets: CsvList = Field(default_factory=list)
 
 
 class LimitSettings(BaseModel):
@@ -65,13 +67,6 @@ class GatewaySettings(BaseModel):
     # Second listener for Plate Recognizer's on-premise style `POST /` and `GET /info/` (None: off).
     platerecognizer_port: int | None = Field(default=None, ge=1, le=65535)
 
-    @field_validator("url_allowlist", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
 
 class WorkerSettings(BaseModel):
     model_dir: Path = Path(".cache/models")
@@ -86,13 +81,6 @@ class WorkerSettings(BaseModel):
     max_tries: int = Field(default=3, ge=1)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
-
-    @field_validator("providers", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class Settings(BaseSettings):
@@ -111,13 +99,6 @@ class Settings(BaseSettings):
     # Flat aliases for the settings operators touch most.
     url_allowlist: CsvList = Field(default_factory=list)
     log_level: str = "INFO"
-
-    @field_validator("url_allowlist", mode="before")
-    @classmethod
-    def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     def effective_url_allowlist(self) -> list[str]:
         return [*self.url_allowlist, *self.gateway.url_allowlist]

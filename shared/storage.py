@@ -125,6 +125,17 @@ class ObjectStore:
 
         return self._call(fetch)
 
+    def get_prefix(self, key: str, nbytes: int, bucket: str | None = None) -> bytes:
+        """The first ``nbytes`` of an object (a ranged GET): enough to read an image header."""
+
+        def fetch() -> bytes:
+            response = self._s3.get_object(
+                Bucket=bucket or self.bucket, Key=key, Range=f"bytes=0-{nbytes - 1}"
+            )
+            return response["Body"].read()
+
+        return self._call(fetch)
+
     def head(self, key: str, bucket: str | None = None) -> dict[str, Any]:
         return dict(self._call(lambda: self._s3.head_object(Bucket=bucket or self.bucket, Key=key)))
 
@@ -143,6 +154,24 @@ class ObjectStore:
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )
         return url
+
+    def list_keys(self, bucket: str, prefix: str, limit: int) -> tuple[list[str], bool]:
+        """Up to ``limit`` keys under ``prefix`` in key order, and whether more were left out."""
+        keys: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if len(keys) == limit:
+                        return keys, True
+                    keys.append(item["Key"])
+        except ClientError as exc:
+            if _not_found(exc):
+                raise NotFoundError(f"bucket {bucket} not found") from exc
+            raise StoreUnavailableError(f"object store listing failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+        return keys, False
 
     def delete_older_than(self, prefix: str, age: timedelta, now: datetime) -> int:
         """Delete objects under ``prefix`` last modified before ``now - age``; returns how many."""

@@ -1,0 +1,163 @@
+"""Bulk jobs: ``POST /v1/bulk`` blurs every image under a bucket prefix; ``GET /v1/bulk/{id}`` reports.
+
+The gateway only checks the request and records it; a worker lists the objects (``expand_bulk``) and
+queues one ordinary job per image, so a bucket of 10 000 photos never holds an HTTP request open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import orjson
+import pydantic
+from aiohttp import web
+from yarl import URL
+
+from gateway.auth import authenticate
+from gateway.backends import redis_errors
+from gateway.options import parse_blur_options
+from gateway.responses import json_response
+from gateway.state import REDIS, SETTINGS
+from shared.bulk import (
+    EXPAND_FUNCTION,
+    MAX_OBJECTS,
+    BulkOutput,
+    BulkRecord,
+    BulkSource,
+    BulkStore,
+    summarise,
+)
+from shared.errors import NotFoundError, ValidationError
+from shared.settings import Settings
+from shared.urlguard import UrlAllowlist, check_url
+
+routes = web.RouteTableDef()
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+_OWN_FIELDS = {"s3", "output", "callback_url", "limit"}
+
+
+def bulk_path(bulk_id: str) -> str:
+    return f"/v1/bulk/{bulk_id}"
+
+
+def _model(model: type[M], value: object, field: str) -> M:
+    if not isinstance(value, dict):
+        raise ValidationError(f'{field} must be an object like {{"bucket": "...", "prefix": "..."}}')
+    try:
+        return model.model_validate(value)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(f"{field}: {exc.errors(include_url=False)[0]['msg']}") from exc
+
+
+def parse_callback_url(value: object, settings: Settings) -> str | None:
+    """A webhook URL, checked by the SSRF guard now (and again by the worker when it delivers)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise ValidationError("callback_url must be an http(s) URL")
+    try:
+        url = URL(value.strip())
+    except ValueError as exc:
+        raise ValidationError(f"callback_url is not a valid URL: {exc}") from exc
+    check_url(url, UrlAllowlist(settings.effective_url_allowlist()))
+    return str(url)
+
+
+def parse_bulk(body: dict[str, Any], settings: Settings, owner: str) -> BulkRecord:
+    source = _model(BulkSource, body.get("s3"), "s3")
+    if source.bucket not in settings.s3.readable_buckets:
+        raise ValidationError(f"bucket {source.bucket!r} is not readable by Veil (VEIL_S3__READABLE_BUCKETS)")
+    output = None
+    if body.get("output") is not None:
+        output = _model(BulkOutput, body["output"], "output")
+        if output.bucket not in settings.s3.writable_buckets:
+            raise ValidationError(
+                f"bucket {output.bucket!r} is not writable by Veil (VEIL_S3__WRITABLE_BUCKETS)"
+            )
+        if output.bucket == source.bucket and output.prefix == source.prefix:
+            raise ValidationError("output must not overwrite the originals: use another bucket or prefix")
+    limit = body.get("limit", MAX_OBJECTS)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_OBJECTS:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_OBJECTS}")
+    options = parse_blur_options({k: v for k, v in body.items() if k not in _OWN_FIELDS})
+    return BulkRecord(
+        id=uuid.uuid4().hex,
+        owner=owner,
+        source=source,
+        output=output,
+        options=options,
+        callback_url=parse_callback_url(body.get("callback_url"), settings),
+        limit=limit,
+    )
+
+
+@routes.post("/v1/bulk")
+async def create_bulk(request: web.Request) -> web.Response:
+    key = await authenticate(request)
+    settings = request.config_dict[SETTINGS]
+    if request.content_type != "application/json":
+        raise ValidationError("POST /v1/bulk takes a JSON body")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object")
+    record = parse_bulk(body, settings, key.id)
+    pool = request.config_dict[REDIS]
+    with redis_errors("queue the bulk job"):
+        await BulkStore(pool, settings.redis.prefix).put(record)
+        await pool.enqueue_job(
+            EXPAND_FUNCTION, record.id, _job_id=f"bulk:{record.id}", _queue_name=settings.redis.queue_name
+        )
+    location = bulk_path(record.id)
+    return json_response(
+        {"id": record.id, "status": record.status.value, "links": {"self": location}},
+        status=202,
+        headers={"Location": location},
+    )
+
+
+@routes.get("/v1/bulk/{bulk_id}")
+async def get_bulk(request: web.Request) -> web.Response:
+    key = await authenticate(request)
+    settings = request.config_dict[SETTINGS]
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError as exc:
+        raise ValidationError("offset and limit must be whole numbers") from exc
+    if offset < 0 or not 1 <= limit <= 1000:
+        raise ValidationError("offset must be ≥ 0 and limit from 1 to 1000")
+    bulks = BulkStore(request.config_dict[REDIS], settings.redis.prefix)
+    with redis_errors("read the bulk job"):
+        record = await bulks.get(request.match_info["bulk_id"])
+        if record is None or record.owner != key.id:
+            raise NotFoundError("no such bulk job")
+        children = await bulks.children(record.id)
+        records = await bulks.jobs.get_many([job_id for job_id, _ in children])
+    status, counts = summarise(record, records)
+    page = []
+    for (job_id, source_key), child in list(zip(children, records, strict=True))[offset : offset + limit]:
+        public = child.public() if child else {"status": "queued"}
+        page.append(
+            {
+                "id": job_id,
+                "key": source_key,
+                "status": public["status"],
+                "result": public.get("result"),
+                "error": public.get("error"),
+            }
+        )
+    body: dict[str, Any] = {
+        **record.model_dump(mode="json", exclude={"owner", "options", "limit"}),
+        "status": status.value,
+        "counts": counts,
+        "jobs": page,
+        "links": {"self": bulk_path(record.id)},
+    }
+    if offset + limit < len(children):
+        body["links"]["next"] = f"{bulk_path(record.id)}?offset={offset + limit}&limit={limit}"
+    return json_response(body)

@@ -1,0 +1,104 @@
+"""The ``expand_bulk`` task: list a bulk job's objects and queue one ordinary job per image.
+
+Each object's header is read with a ranged GET (format and size, no decode), so the child job carries the
+same contract as an upload; objects that are not images we support fail at once, without a queue trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from shared.bulk import BulkRecord, BulkStatus, BulkStore, child_job_id, is_image_key, output_key
+from shared.errors import VeilError
+from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, ObjectRef, utcnow
+from shared.queue import enqueue_anonymize
+from shared.storage import ObjectStore
+from workers.context import worker_context
+from workers.imageops import probe
+
+log = logging.getLogger("veil.bulk")
+
+HEADER_BYTES = 256 * 1024  # JPEG EXIF blocks can push the size marker well past the first kilobytes
+PROBE_CONCURRENCY = 16
+
+
+def child_request(bulk: BulkRecord, key: str, info: InputInfo) -> JobRequest:
+    output = None
+    if bulk.output is not None:
+        output = ObjectRef(bucket=bulk.output.bucket, key=output_key(bulk.output, bulk.source, key))
+    return JobRequest(
+        id=child_job_id(bulk.id, key),
+        owner=bulk.owner,
+        source=ObjectRef(bucket=bulk.source.bucket, key=key),
+        delete_source=False,  # the user's own objects are never deleted
+        input=info,
+        options=bulk.options,
+        output=output,
+        callback_url=bulk.callback_url,
+        bulk_id=bulk.id,
+    )
+
+
+def _probe_object(store: ObjectStore, bucket: str, key: str) -> InputInfo:
+    fmt, width, height = probe(store.get_prefix(key, HEADER_BYTES, bucket))
+    return InputInfo(width=width, height=height, format=fmt)
+
+
+async def _queue_child(
+    bulks: BulkStore, store: ObjectStore, pool: ArqRedis, bulk: BulkRecord, key: str, queue_name: str
+) -> None:
+    job_id = child_job_id(bulk.id, key)
+    try:
+        info = await asyncio.to_thread(_probe_object, store, bulk.source.bucket, key)
+    except VeilError as exc:  # not an image we support, or gone: the child fails now, nothing is queued
+        now = utcnow()
+        await bulks.jobs.put_if_absent(
+            JobRecord(
+                id=job_id,
+                owner=bulk.owner,
+                status=JobStatus.FAILED,
+                finished_at=now,
+                input=InputInfo(width=0, height=0, format="jpeg"),
+                options=bulk.options,
+                error=JobError(code=exc.code, message=exc.message),
+            )
+        )
+        return
+    request = child_request(bulk, key, info)
+    await bulks.jobs.put_if_absent(JobRecord(id=job_id, owner=bulk.owner, input=info, options=bulk.options))
+    # Always enqueue: arq ignores a duplicate id, and the task skips a child that already finished.
+    await enqueue_anonymize(pool, request, queue_name)
+
+
+async def expand_bulk(ctx: dict[str, Any], bulk_id: str) -> dict[str, Any]:
+    state = worker_context(ctx)
+    bulks = BulkStore(state.redis, state.settings.redis.prefix)
+    bulk = await bulks.get(bulk_id)
+    if bulk is None or bulk.status is not BulkStatus.LISTING:
+        return {"status": "nothing to do"}
+    try:
+        keys, truncated = await asyncio.to_thread(
+            state.store.list_keys, bulk.source.bucket, bulk.source.prefix, bulk.limit
+        )
+    except VeilError as exc:
+        bulk.status, bulk.error = BulkStatus.FAILED, exc.message
+        await bulks.put(bulk)
+        return {"status": "failed", "error": exc.message}
+
+    images = [key for key in keys if is_image_key(key)]
+    queue = state.settings.redis.queue_name
+    for start in range(0, len(images), PROBE_CONCURRENCY):
+        chunk = images[start : start + PROBE_CONCURRENCY]
+        await bulks.add_children(bulk.id, [(child_job_id(bulk.id, key), key) for key in chunk])
+        await asyncio.gather(
+            *(_queue_child(bulks, state.store, ctx["redis"], bulk, key, queue) for key in chunk)
+        )
+    bulk.status = BulkStatus.RUNNING
+    bulk.total, bulk.skipped, bulk.truncated = len(images), len(keys) - len(images), truncated
+    await bulks.put(bulk)
+    log.info("bulk %s: %s images queued (%s skipped)", bulk.id, bulk.total, bulk.skipped)
+    return {"status": "running", "total": bulk.total}
