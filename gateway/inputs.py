@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import BodyPartReader, web
 
+from gateway.api4ai import image_bytes
 from shared.errors import PayloadTooLargeError, ValidationError, VeilError
 from shared.jobs import ObjectRef
 
@@ -218,9 +219,16 @@ def _from_json(body: bytes, max_upload_bytes: int) -> RawSubmission:
     if not isinstance(document, dict):
         raise ValidationError(f"the JSON body must be an object, not {_json_type(document)}")
     if IMAGE_FIELD in document:
-        raise ValidationError(
-            "'image' is the multipart file field; in JSON use image_base64, image_url or s3"
-        )
+        value = document.pop(IMAGE_FIELD)
+        if not isinstance(value, (dict, list)):
+            raise ValidationError(
+                "'image' is the multipart file field; in JSON use image_base64, image_url or s3"
+                ' (or image as a Buffer {"type": "Buffer", "data": [...]} or an array of bytes)'
+            )
+        if any(document.get(key) is not None for key in INPUT_KEYS):
+            raise ValidationError("send exactly one image input")
+        options = {key: value for key, value in document.items() if key not in INPUT_KEYS}
+        return RawSubmission(UploadedImage(image_bytes(value, max_upload_bytes)), options)
     inputs = {key: document[key] for key in INPUT_KEYS if document.get(key) is not None}
     options = {key: value for key, value in document.items() if key not in INPUT_KEYS}
     kind = _exactly_one(inputs)

@@ -1,16 +1,24 @@
-"""The native jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result``."""
+"""The native jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result``.
+
+api4ai's inputs and outputs are options here (``objects_to_hide``, ``output``, ``wait``, JSON Buffer or
+byte-array images; ``objects``/``format``/``width``/``height`` on succeeded jobs): see :mod:`gateway.api4ai`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
 from aiohttp import web
 
+from gateway import api4ai
 from gateway.auth import authenticate
 from gateway.inputs import StoredImage, UploadedImage, UrlImage, read_submission
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
-from gateway.state import SETTINGS, SUBMITTER, URL_FETCHER
+from gateway.state import SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from shared.errors import ConflictError
-from shared.jobs import JobStatus, ObjectRef
+from shared.jobs import JobRecord, JobStatus, ObjectRef
 
 routes = web.RouteTableDef()
 
@@ -24,7 +32,8 @@ async def create_job(request: web.Request) -> web.Response:
     key = await authenticate(request)
     settings = request.config_dict[SETTINGS]
     submission = await read_submission(request, settings.limits.max_upload_bytes)
-    options = parse_blur_options(submission.options)
+    raw_options, answer = api4ai.split_options(submission.options, settings.gateway.facade_timeout_seconds)
+    options = parse_blur_options(raw_options)
     image: bytes | ObjectRef
     match submission.image:
         case UploadedImage(data=data):
@@ -33,8 +42,14 @@ async def create_job(request: web.Request) -> web.Response:
             image = (await request.config_dict[URL_FETCHER].fetch(url)).data
         case StoredImage(ref=ref):
             image = ref
-    record = await request.config_dict[SUBMITTER].submit(key.id, image, options)
+    submitter = request.config_dict[SUBMITTER]
+    record = await submitter.submit(key.id, image, options)
     location = job_path(record.id)
+    if answer.wait > 0:  # api4ai style: answer with the finished job when it finishes in time
+        record = await submitter.wait(record.id, key.id, answer.wait)
+        if record.status.finished:
+            body = await job_view(request, record, answer.output)
+            return json_response(body, status=200, headers={"Location": location})
     body = {
         "id": record.id,
         "status": record.status.value,
@@ -48,7 +63,19 @@ async def create_job(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     key = await authenticate(request)
     record = await request.config_dict[SUBMITTER].get(request.match_info["job_id"], key.id)
-    return json_response(record.public())
+    output = api4ai.parse_output(request.query.get("output"))
+    return json_response(await job_view(request, record, output))
+
+
+async def job_view(request: web.Request, record: JobRecord, output: str) -> dict[str, object]:
+    """The job JSON, with the api4ai fields once it succeeded (and the image inline for base64)."""
+    data = record.public()
+    data.update(api4ai.view(record))
+    result = data.get("result")
+    if output == "base64" and record.result is not None and isinstance(result, dict):
+        stored = await asyncio.to_thread(request.config_dict[STORE].get, record.result.key)
+        result["base64"] = base64.b64encode(stored.body).decode("ascii")
+    return data
 
 
 @routes.get("/v1/jobs/{job_id}/result")
