@@ -163,13 +163,30 @@ def detect_in_chunks(
     overlaps removed per label (best score kept)."""
     if len(chunks) <= 1:
         return detect(rgb)
-    found: list[RawDetection] = []
+    width = rgb.shape[1]
+    whole: list[RawDetection] = []
+    cut: list[RawDetection] = []  # touching a chunk edge inside the image: maybe part of an object
     for x1, x2 in chunks:
         part = np.ascontiguousarray(rgb[:, x1:x2])
-        found.extend(_shift(det, x1) for det in detect(part))
+        for det in detect(part):
+            at_edge = (x1 > 0 and det.box[0] <= 1) or (x2 < width and det.box[2] >= x2 - x1 - 1)
+            (cut if at_edge else whole).append(_shift(det, x1))
+    # A cut detection is dropped when a whole one of the same label covers most of it (the object was
+    # seen entirely in a neighbouring chunk); otherwise it is kept (objects wider than the overlap).
+    found = whole + [det for det in cut if not any(_covered(det, other) for other in whole)]
     merged: list[RawDetection] = []
     for label in dict.fromkeys(det.label for det in found):
         same = [det for det in found if det.label == label]
         keep = nms([det.box for det in same], [det.score for det in same], iou)
         merged.extend(same[int(i)] for i in keep)
     return merged
+
+
+def _covered(det: RawDetection, other: RawDetection, ratio: float = 0.5) -> bool:
+    if det.label != other.label:
+        return False
+    ax1, ay1, ax2, ay2 = det.box
+    bx1, by1, bx2, by2 = other.box
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    area = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
+    return area > 0 and inter / area >= ratio

@@ -64,7 +64,10 @@ def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
         status = 413
     if cd == "1001":
         status = 401
-    description = f"{DESCRIPTIONS.get(cd, '')} {error.message}".strip()
+    documented = DESCRIPTIONS.get(cd, "")
+    if cd == "1013":  # the documented text covers two cases; say which one this is
+        documented = documented.split(" / ")[0 if status == 413 else 1]
+    description = f"{documented} ({error.message})" if error.message else documented
     item: dict[str, object] = {"cd": cd, "description": description}
     if JOB_ID in request and status == 503:
         item["job_id"] = request[JOB_ID]
@@ -118,7 +121,7 @@ def parse_request(body: bytes) -> tuple[str | None, str | None, bool]:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if not body.strip():
-            raise ValidationError("Nothing to upload", code="1013") from exc
+            raise ValidationError("the body is empty", code="1013") from exc
         raise invalid(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise invalid("the body must be a JSON object")
@@ -128,7 +131,7 @@ def parse_request(body: bytes) -> tuple[str | None, str | None, bool]:
     photo, url = _given(document, "base64_Photo_String"), _given(document, "photo_url")
     crop = _flag(document, "boundingBoxCrop") or _flag(document, "plate_output")
     if photo is None and url is None:
-        raise ValidationError("Nothing to upload: set base64_Photo_String or photo_url", code="1013")
+        raise ValidationError("set base64_Photo_String or photo_url", code="1013")
     if photo is not None and url is not None:
         raise invalid("set either base64_Photo_String or photo_url (the other one to NO), not both")
     return photo, url, crop
