@@ -45,9 +45,13 @@ def live_stack(
 ) -> Iterator[LiveStack]:
     port = free_port()
     logs = tmp_path_factory.mktemp("live")
+    # Its own Redis database: the live worker must not take jobs that other tests queue and inspect.
+    redis_url = settings.redis.url.rsplit("/", 1)[0] + "/1"
+    settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": redis_url})})
     env = {
         **os.environ,
         **stack_env,
+        "VEIL_REDIS__URL": redis_url,
         "VEIL_GATEWAY__PORT": str(port),
         "VEIL_WORKER__PROVIDERS": "CPUExecutionProvider",
         "VEIL_URL_ALLOWLIST": "127.0.0.1",
