@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.backends import connect_redis
 from gateway.errors import ERROR_RENDERERS, ErrorRenderers, error_middleware
 from gateway.inputs import body_limit
-from gateway.routes import health, jobs, plateblurer, platerecognizer, vehicore
+from gateway.routes import bulk, health, jobs, plateblurer, platerecognizer, vehicore
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.submission import JobSubmitter
 from gateway.urlfetch import UrlFetcher
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([redis_ctx, store_ctx, url_fetcher_ctx, submitter_ctx])
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(bulk.routes)
     # Vendor-compatible facades: routes, error shapes (and Plate Recognizer's optional on-prem listener).
     for facade in (vehicore, platerecognizer, plateblurer):
         facade.setup(app)

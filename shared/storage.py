@@ -71,16 +71,19 @@ class ObjectStore:
         return f"{self.settings.results_prefix}{job_id}.{extension}"
 
     # -- operations -------------------------------------------------------------------------------------
-    def ensure_bucket(self) -> None:
-        """Create the bucket if needed and ask the store to expire results after a day."""
+    def create_bucket_if_missing(self, bucket: str) -> None:
         try:
-            self._s3.head_bucket(Bucket=self.bucket)
+            self._s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
             if not _not_found(exc):
                 raise StoreUnavailableError(f"object store refused head-bucket: {exc}") from exc
-            self._call(lambda: self._s3.create_bucket(Bucket=self.bucket))
+            self._call(lambda: self._s3.create_bucket(Bucket=bucket))
         except BotoCoreError as exc:
             raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create Veil's bucket if needed and ask the store to expire results after a day."""
+        self.create_bucket_if_missing(self.bucket)
         days = max(1, self.settings.result_ttl_seconds // 86400)
         # Some stores lack lifecycle rules; the worker's hourly sweep deletes expired results anyway.
         with contextlib.suppress(ClientError, BotoCoreError):

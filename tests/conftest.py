@@ -43,6 +43,8 @@ def stack_env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[
         **s3_environment(seaweed_server),
         "VEIL_S3__BUCKET": "veil-test",
         "VEIL_WORKER__MODEL_DIR": str(MODEL_DIR),
+        "VEIL_S3__READABLE_BUCKETS": "veil-user-bucket",
+        "VEIL_S3__WRITABLE_BUCKETS": "veil-user-output",
     }
 
 
@@ -60,6 +62,7 @@ def settings(redis_server: RedisServer, seaweed_server: SeaweedServer) -> Settin
                     "secret_access_key": "veil-secret",
                     "bucket": "veil-test",
                     "readable_buckets": ["veil-user-bucket"],
+                    "writable_buckets": ["veil-user-output"],
                 }
             ),
             "worker": base.worker.model_copy(
@@ -73,6 +76,9 @@ def settings(redis_server: RedisServer, seaweed_server: SeaweedServer) -> Settin
 def store(settings: Settings) -> ObjectStore:
     object_store = ObjectStore(settings.s3)
     object_store.ensure_bucket()
+    # Buckets that stand for a customer's own: images to read, and a place for blurred copies.
+    for bucket in (*settings.s3.readable_buckets, *settings.s3.writable_buckets):
+        object_store.create_bucket_if_missing(bucket)
     return object_store
 
 

@@ -1,0 +1,165 @@
+"""Bulk jobs against real Redis and SeaweedFS: request checks at the gateway, listing and queueing by the
+worker's ``expand_bulk`` (no models needed: it only reads headers), progress through ``GET /v1/bulk``."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from shared.bulk import BulkStatus, BulkStore, child_job_id
+from shared.jobs import JobRequest, JobStatus
+from shared.jobstore import JobStore
+from shared.queue import deserialize, open_pool
+from shared.settings import Settings
+from shared.storage import ObjectStore
+from tests.integration.conftest import ClientFactory
+from workers.bulk import expand_bulk
+from workers.context import CTX_KEY, WorkerContext
+
+pytestmark = pytest.mark.integration
+
+USER_BUCKET = "veil-user-bucket"
+
+
+def _png(width: int, height: int) -> bytes:
+    ok, buf = cv2.imencode(".png", np.full((height, width, 3), 90, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture
+def user_prefix(store: ObjectStore) -> str:
+    """A customer's folder: three images, a text file, and a '.jpg' that is not an image."""
+    prefix = f"claims/{uuid.uuid4().hex[:8]}/"
+    for name, size in (("a.png", (40, 30)), ("b.png", (64, 48)), ("sub/c.png", (20, 10))):
+        store.put(prefix + name, _png(*size), "image/png", bucket=USER_BUCKET)
+    store.put(prefix + "notes.txt", b"not an image", "text/plain", bucket=USER_BUCKET)
+    store.put(prefix + "broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg", bucket=USER_BUCKET)
+    return prefix
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> Any:
+    arq = await open_pool(settings.redis)
+    yield arq
+    await arq.aclose()
+
+
+def _ctx(settings: Settings, store: ObjectStore, redis: Redis, pool: ArqRedis) -> dict[str, Any]:
+    state = WorkerContext(
+        id="bulk-test",
+        settings=settings,
+        redis=redis,
+        store=store,
+        jobs=JobStore(redis, settings.redis.prefix),
+        anonymizer=None,  # type: ignore[arg-type]  # expand_bulk never runs detection
+        inference=ThreadPoolExecutor(1),
+    )
+    return {CTX_KEY: state, "redis": pool}
+
+
+async def test_bulk_request_is_checked(
+    make_client: ClientFactory, settings: Settings, api_key: tuple[str, str]
+) -> None:
+    client = await make_client(settings)
+    headers = {"X-API-Key": api_key[0]}
+    cases: list[tuple[object, int, str]] = [
+        ({}, 400, "s3 must be an object"),
+        ({"s3": {"bucket": "someone-else"}}, 400, "not readable"),
+        ({"s3": {"bucket": USER_BUCKET}, "output": {"bucket": "nope"}}, 400, "not writable"),
+        ({"s3": {"bucket": USER_BUCKET}, "limit": 0}, 400, "limit"),
+        ({"s3": {"bucket": USER_BUCKET}, "colour": "red"}, 400, "unknown option"),
+        ({"s3": {"bucket": USER_BUCKET}, "blur": 999}, 400, "blur"),
+        ({"s3": {"bucket": USER_BUCKET}, "callback_url": "ftp://example.com/x"}, 400, "http"),
+        ({"s3": {"bucket": USER_BUCKET}, "callback_url": "http://127.0.0.1:9/hook"}, 400, "loopback"),
+        ([1, 2], 400, "JSON object"),
+    ]
+    for body, status, words in cases:
+        response = await client.post("/v1/bulk", json=body, headers=headers)
+        payload = await response.json()
+        assert response.status == status, (body, payload)
+        assert words in payload["message"], (body, payload)
+        assert set(payload) == {"message", "code"}
+    response = await client.post(
+        "/v1/bulk", data=b"{", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    response = await client.post("/v1/bulk", json={"s3": {"bucket": USER_BUCKET}})
+    assert response.status == 401
+    response = await client.get("/v1/bulk/unknown", headers=headers)
+    assert response.status == 404
+
+
+async def test_bulk_lists_probes_and_queues_children(
+    make_client: ClientFactory,
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    pool: ArqRedis,
+    api_key: tuple[str, str],
+    other_auth: dict[str, str],
+    user_prefix: str,
+) -> None:
+    client = await make_client(settings)
+    headers = {"X-API-Key": api_key[0]}
+    body = {
+        "s3": {"bucket": USER_BUCKET, "prefix": user_prefix},
+        "output": {"bucket": "veil-user-output", "prefix": "blurred/"},
+        "targets": "faces",
+    }
+    response = await client.post("/v1/bulk", json=body, headers=headers)
+    created = await response.json()
+    assert response.status == 202, created
+    assert response.headers["Location"] == f"/v1/bulk/{created['id']}"
+    assert created["status"] == "listing"
+    assert await pool.zscore(settings.redis.queue_name, f"bulk:{created['id']}") is not None
+
+    ctx = _ctx(settings, store, redis, pool)
+    outcome = await expand_bulk(ctx, created["id"])
+    assert outcome == {"status": "running", "total": 4}
+    assert await expand_bulk(ctx, created["id"]) == {"status": "nothing to do"}  # a re-run queues nothing
+
+    response = await client.get(f"/v1/bulk/{created['id']}", headers=headers)
+    report = await response.json()
+    assert response.status == 200, report
+    assert report["status"] == "running"
+    assert (report["total"], report["skipped"], report["truncated"]) == (4, 1, False)
+    assert report["counts"] == {"queued": 3, "running": 0, "succeeded": 0, "failed": 1}
+    by_key = {job["key"].removeprefix(user_prefix): job for job in report["jobs"]}
+    assert set(by_key) == {"a.png", "b.png", "sub/c.png", "broken.jpg"}
+    assert by_key["broken.jpg"]["status"] == "failed"
+    assert by_key["broken.jpg"]["error"]["code"] == "VALIDATION_ERROR"
+
+    # Each child is an ordinary job: queued with the probed size, the original kept, the output named.
+    child_id = child_job_id(created["id"], user_prefix + "sub/c.png")
+    assert await pool.zscore(settings.redis.queue_name, child_id) is not None
+    raw = await pool.get(f"arq:job:{child_id}")
+    assert raw is not None
+    payload = deserialize(raw)
+    request = JobRequest.model_validate(payload["a"][0])
+    assert (request.input.width, request.input.height) == (20, 10)
+    assert request.delete_source is False
+    assert request.output is not None
+    assert request.output.key == "blurred/sub/c.png"
+    assert request.options.targets == ("faces",)
+
+    # Pages, and nobody else's.
+    response = await client.get(f"/v1/bulk/{created['id']}?limit=2", headers=headers)
+    page = await response.json()
+    assert len(page["jobs"]) == 2
+    assert page["links"]["next"].endswith("offset=2&limit=2")
+    response = await client.get(f"/v1/bulk/{created['id']}", headers=other_auth)
+    assert response.status == 404
+    record = await BulkStore(redis, settings.redis.prefix).get(created["id"])
+    assert record is not None
+    assert record.status is BulkStatus.RUNNING
+    child = await JobStore(redis, settings.redis.prefix).get(child_id)
+    assert child is not None
+    assert child.status is JobStatus.QUEUED
