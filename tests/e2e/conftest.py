@@ -26,15 +26,17 @@ class LiveStack:
     api_key: str
     other_key: str
     settings: Settings
+    webhook_secret: str  # of `api_key`
 
 
-async def _create_keys(settings: Settings) -> tuple[str, str]:
+async def _create_keys(settings: Settings) -> tuple[str, str, str]:
     redis = Redis.from_url(settings.redis.url)
     try:
         store = ApiKeyStore(redis, settings.redis.prefix)
-        first, _ = await store.create("e2e")
+        first, key = await store.create("e2e")
         second, _ = await store.create("e2e-other")
-        return first, second
+        assert key.webhook_secret is not None
+        return first, second, key.webhook_secret
     finally:
         await redis.aclose()
 
@@ -60,8 +62,10 @@ def live_stack(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, 180, services)
-        api_key, other_key = asyncio.run(_create_keys(settings))
-        yield LiveStack(url=url, api_key=api_key, other_key=other_key, settings=settings)
+        api_key, other_key, secret = asyncio.run(_create_keys(settings))
+        yield LiveStack(
+            url=url, api_key=api_key, other_key=other_key, settings=settings, webhook_secret=secret
+        )
     finally:
         for service in reversed(services):
             service.stop()
