@@ -52,7 +52,7 @@ from gateway.imagecheck import inspect_image
 from gateway.inputs import body_limit
 from gateway.responses import json_response
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
-from shared.errors import UnauthorizedError, ValidationError
+from shared.errors import PermanentError, UnauthorizedError, ValidationError
 from shared.jobs import BlurOptions, Detection, Exclusion, JobRecord
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ async def _store_logo(request: web.Request, logo: FormFile) -> str:
     settings = request.config_dict[SETTINGS]
     try:
         info = inspect_image(logo.data, settings.limits)
-    except ValidationError as exc:
+    except PermanentError as exc:  # 400/413/415 alike: the logo is a parameter
         raise ValidationError(f"logo: {exc.message}") from exc
     return await put_upload(request, f"logo-{uuid.uuid4().hex}", logo.data, info.format.content_type)
 
