@@ -1,0 +1,67 @@
+"""Plate Recognizer Blur facade on the live stack: upload with intensities, and upload_url (served from
+loopback, allow-listed by the live stack) without intensities ("blur": null)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.e2e.conftest import LiveStack
+from tests.e2e.facade_helpers import PLATE_BOX, PLATE_JPEG
+
+pytestmark = [pytest.mark.integration, pytest.mark.models]
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[str]:
+    app = web.Application()
+
+    async def demo(request: web.Request) -> web.Response:
+        return web.Response(body=PLATE_JPEG, content_type="image/jpeg")
+
+    app.router.add_get("/static/demo.jpg", demo)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("/static/demo.jpg"))
+    await server.close()
+
+
+async def test_upload_with_intensities(live_stack: LiveStack) -> None:
+    body = aiohttp.FormData()
+    body.add_field("upload", PLATE_JPEG, filename="car.jpg", content_type="image/jpeg")
+    body.add_field("plates", "10")
+    body.add_field("faces", "10")
+    headers = {"Authorization": f"Token {live_stack.api_key}"}
+    async with (
+        aiohttp.ClientSession(live_stack.url) as http,
+        http.post("/v1/blur", data=body, headers=headers) as r,
+    ):
+        assert r.status == 200
+        result = await r.json()
+    assert set(result) == {"faces", "plates", "blur"}
+    assert result["faces"] == []
+    plate = result["plates"][0]
+    assert set(plate) == {"polygon", "result"}
+    polygon = plate["polygon"]
+    assert len(polygon) == 4 and all(isinstance(v, float) for point in polygon for v in point)
+    tx1, ty1, _, _ = PLATE_BOX
+    assert abs(polygon[0][0] - tx1) < 15 and abs(polygon[0][1] - ty1) < 15  # top-left first
+    assert result["blur"]["content_type"] == "image/jpeg" and result["blur"]["filename"] == "car.jpg"
+    assert base64.b64decode(result["blur"]["base64"]).startswith(b"\xff\xd8\xff")
+
+
+async def test_upload_url_without_intensities(live_stack: LiveStack, image_server: str) -> None:
+    headers = {"Authorization": f"Token {live_stack.api_key}"}
+    async with (
+        aiohttp.ClientSession(live_stack.url) as http,
+        http.post("/v1/blur", data={"upload_url": image_server}, headers=headers) as r,
+    ):
+        assert r.status == 200
+        result = await r.json()
+    assert result["blur"] is None  # detect only
+    assert len(result["plates"]) >= 1
