@@ -21,10 +21,11 @@ async def test_documented_request(live_stack: LiveStack) -> None:
         "photo_url": "NO",
         "boundingBoxCrop": "YES",
     }
-    auth = aiohttp.BasicAuth("your_username", live_stack.api_key)
+    credentials = base64.b64encode(f"your_username:{live_stack.api_key}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
     async with (
         aiohttp.ClientSession(live_stack.url) as http,
-        http.post("/plateblurer.aspx", json=body, auth=auth, headers={"Accept": "application/json"}) as r,
+        http.post("/plateblurer.aspx", json=body, headers=headers) as r,
     ):
         assert r.status == 200
         result = await r.json()
