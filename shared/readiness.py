@@ -20,6 +20,9 @@ class WorkerInfo(BaseModel):
     models: list[str]
     started_at: str
     host: str
+    # Refreshed with every heartbeat, so `veil bench` (or an operator) can read it without shell access.
+    rss_bytes: int | None = None
+    runtime: dict[str, str | int | float] = {}
 
 
 def _key(prefix: str, worker_id: str) -> str:

@@ -7,9 +7,9 @@ Nothing here reads the environment at import time; call :func:`load_settings` in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -81,6 +81,16 @@ class WorkerSettings(BaseModel):
     max_tries: int = Field(default=3, ge=1)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
+    # Throughput (workers/runtime.py). Images processed at once, each through the whole pipeline;
+    # 0: one per core on CPU (each with 1 onnxruntime thread), 4 on a GPU (codecs overlap inference).
+    inference_lanes: int = Field(default=0, ge=0)
+    # Cross-job micro-batching of model passes; 0: 1 (off) on CPU, 8 on a GPU.
+    max_batch: int = Field(default=0, ge=0, le=64)
+    max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # Plate model precision: auto = int8 on a CPU with VNNI/AMX, fp32 on other CPUs, fp16 on a GPU.
+    plate_model: Literal["auto", "fp16", "fp32", "int8"] = "auto"
+    # CenterFace precision; fp32 until face recall of int8 is measured.
+    face_model: Literal["fp32", "int8"] = "fp32"
 
 
 class Settings(BaseSettings):
@@ -99,6 +109,14 @@ class Settings(BaseSettings):
     # Flat aliases for the settings operators touch most.
     url_allowlist: CsvList = Field(default_factory=list)
     log_level: str = "INFO"
+    # VEIL_REQUIRE_GPU=1: same as VEIL_WORKER__REQUIRE_GPU=1 (either one turns it on).
+    require_gpu: bool = False
+
+    @model_validator(mode="after")
+    def _flat_require_gpu(self) -> Settings:
+        if self.require_gpu and not self.worker.require_gpu:
+            self.worker = self.worker.model_copy(update={"require_gpu": True})
+        return self
 
     def effective_url_allowlist(self) -> list[str]:
         return [*self.url_allowlist, *self.gateway.url_allowlist]

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from shared.jobs import BlurOptions
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from workers.pipeline import Anonymizer
+from workers.pipeline import AnonymizeResult
 
 CTX_KEY = "veil"
+
+
+class Runner(Protocol):
+    """What the task needs: :class:`workers.runtime.Engine` (or a bare ``Anonymizer``)."""
+
+    providers: list[str]
+
+    def run(
+        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+    ) -> AnonymizeResult: ...
 
 
 @dataclass
@@ -23,8 +34,9 @@ class WorkerContext:
     redis: Redis
     store: ObjectStore
     jobs: JobStore
-    anonymizer: Anonymizer
-    # One thread: onnxruntime already spreads one inference over the cores; more would oversubscribe.
+    anonymizer: Runner
+    # The inference lanes: one thread per image in flight through the pipeline (decode, detect, blur,
+    # encode). Sized by the runtime plan: one per core on CPU (single-threaded sessions), a few on a GPU.
     inference: ThreadPoolExecutor
 
 

@@ -15,6 +15,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import cv2
 from arq import cron
 from arq.worker import Worker, func
 from redis.asyncio import Redis
@@ -27,15 +28,25 @@ from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
 from workers.context import CTX_KEY, WorkerContext, worker_context
-from workers.pipeline import Anonymizer
+from workers.runtime import Engine, cpu_count, load_engine
 from workers.tasks import anonymize, sweep_expired
 
 log = logging.getLogger("veil.worker")
 
 
+def rss_bytes() -> int | None:
+    """Resident memory of this process (Linux), published in the heartbeat."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def _heartbeat(state: WorkerContext, info: WorkerInfo) -> None:
     while True:
         try:
+            info.rss_bytes = rss_bytes()
             await announce(state.redis, state.settings.redis.prefix, info)
         except Exception:  # Redis blips must not kill the worker; arq reconnects on its own
             log.warning("heartbeat failed", exc_info=True)
@@ -46,8 +57,10 @@ def make_startup(settings: Settings) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         store = ObjectStore(settings.s3)
         await asyncio.to_thread(store.ensure_bucket)
-        anonymizer = await asyncio.to_thread(Anonymizer.load, settings.worker.model_dir, settings.worker)
-        await asyncio.to_thread(anonymizer.warm_up)
+        engine = await asyncio.to_thread(load_engine, settings.worker)
+        if engine.plan.lanes >= cpu_count():
+            cv2.setNumThreads(1)  # each lane is one core already; OpenCV's own pool would oversubscribe
+        await asyncio.to_thread(engine.warm_up)
         redis = Redis.from_url(settings.redis.url)
         state = WorkerContext(
             id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
@@ -55,19 +68,22 @@ def make_startup(settings: Settings) -> Any:
             redis=redis,
             store=store,
             jobs=JobStore(redis, settings.redis.prefix),
-            anonymizer=anonymizer,
-            inference=ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"),
+            anonymizer=engine,
+            inference=ThreadPoolExecutor(max_workers=engine.plan.lanes, thread_name_prefix="lane"),
         )
         ctx[CTX_KEY] = state
         info = WorkerInfo(
             id=state.id,
-            providers=anonymizer.providers,
-            models=["centerface", "platedet"],
+            providers=engine.providers,
+            models=[f"centerface-{engine.plan.face_model}", f"platedet-{engine.plan.plate_model}"],
             started_at=utcnow().isoformat(),
             host=socket.gethostname(),
+            rss_bytes=rss_bytes(),
+            runtime={**engine.plan.describe(), "max_jobs": effective_max_jobs(settings)},
         )
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(state, info))
-        log.info("worker %s ready on %s", state.id, ", ".join(anonymizer.providers))
+        ctx["engine"] = engine
+        log.info("worker %s ready on %s", state.id, ", ".join(engine.providers))
 
     return startup
 
@@ -85,6 +101,17 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await withdraw(state.redis, state.settings.redis.prefix, state.id)
     await state.redis.aclose()
     state.inference.shutdown(wait=False, cancel_futures=True)
+    engine = ctx.get("engine")
+    if isinstance(engine, Engine):
+        engine.close()
+
+
+def effective_max_jobs(settings: Settings) -> int:
+    """arq's concurrency: at least two jobs per lane (one in inference, one fetching or storing) and at
+    least a full batch, so lanes never wait on S3 and batches can fill."""
+    w = settings.worker
+    lanes = w.inference_lanes or cpu_count()
+    return max(w.max_jobs, 2 * lanes, w.max_batch)
 
 
 def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
@@ -98,7 +125,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         redis_settings=arq_redis_settings(settings.redis),
         on_startup=make_startup(settings),
         on_shutdown=shutdown,
-        max_jobs=w.max_jobs,
+        max_jobs=effective_max_jobs(settings),
         job_timeout=w.job_timeout_seconds,
         max_tries=w.max_tries,
         keep_result=3600,

@@ -8,11 +8,21 @@ take it (or a node of it). TensorRT is opt-in: it compiles an engine per input s
 from __future__ import annotations
 
 import logging
+import os
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
 from shared.errors import ModelsNotReadyError
+from shared.jobs import BlurOptions
+from shared.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from workers.pipeline import Anonymizer, AnonymizeResult
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +88,21 @@ def provider_options(name: str, *, model_dir: Path, device_id: int = 0) -> Provi
 
 
 def create_session(
-    path: Path, providers: list[str], *, intra_op_threads: int, model_dir: Path
+    path: Path,
+    providers: list[str],
+    *,
+    intra_op_threads: int,
+    model_dir: Path,
+    allow_spinning: bool = True,
 ) -> ort.InferenceSession:
-    """Load one model with full graph optimisation; ``intra_op_threads=0`` lets onnxruntime decide."""
+    """Load one model with full graph optimisation; ``intra_op_threads=0`` lets onnxruntime decide.
+
+    ``allow_spinning=False`` makes idle intra-op threads sleep instead of busy-waiting, so sessions that
+    run side by side (or the codec work next to them) do not lose cores to spinning.
+    """
     options = ort.SessionOptions()
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
@@ -95,3 +116,183 @@ def create_session(
     used: list[str] = session.get_providers()
     log.info("loaded %s with providers %s (asked for %s)", Path(path).name, used, providers)
     return session
+
+
+# -- throughput: how many images at once, with how many threads, which model files ----------------------
+
+_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86 VNNI/AMX, ARM dot-product
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (affinity-aware; cgroup quotas are the operator's to set via lanes)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_has_fast_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """VNNI/AMX (x86) or dot-product (ARM) instructions: int8 convolutions then run 2-3x faster."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = set(text.split())
+    return any(flag in flags for flag in _INT8_FLAGS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the worker decides about execution, from settings and the machine; logged at start-up."""
+
+    providers: list[str]
+    on_gpu: bool
+    lanes: int  # images in flight through Anonymizer.run at once (one thread each)
+    intra_op_threads: int  # per session
+    allow_spinning: bool
+    max_batch: int
+    max_wait_ms: float
+    plate_model: str
+    face_model: str
+
+    def describe(self) -> dict[str, str | int | float]:
+        return {
+            "provider": self.providers[0],
+            "lanes": self.lanes,
+            "intra_op_threads": self.intra_op_threads,
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait_ms,
+            "plate_model": self.plate_model,
+            "face_model": self.face_model,
+        }
+
+
+def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int8: bool) -> Plan:
+    """Decide providers, lanes, threads, batching and model precisions.
+
+    CPU: one lane per core, each session single-threaded (``intra_op_threads=1``): images run side by
+    side, one per core, codecs included, with no thread pool to synchronise or oversubscribe; a batch of n
+    costs n passes on a CPU, so batching is off. GPU: a few lanes so decode/blur/encode on the CPU overlap
+    inference, and concurrent passes are micro-batched.
+    """
+    providers = select_providers(
+        list(settings.providers),
+        available,
+        enable_tensorrt=settings.enable_tensorrt,
+        require_gpu=settings.require_gpu,
+    )
+    on_gpu = providers[0] in GPU_PROVIDERS and providers[0] != "OpenVINOExecutionProvider"
+    lanes = settings.inference_lanes or (4 if on_gpu else cores)
+    intra = settings.intra_op_threads or (0 if on_gpu else max(1, cores // lanes))
+    # Spinning threads burn the cores the other lanes need; only worth it for a lone session.
+    allow_spinning = lanes == 1
+    max_batch = settings.max_batch or (8 if on_gpu else 1)
+    plate = settings.plate_model
+    if plate == "auto":
+        plate = "fp16" if on_gpu else ("int8" if fast_int8 else "fp32")
+    return Plan(
+        providers=providers,
+        on_gpu=on_gpu,
+        lanes=lanes,
+        intra_op_threads=intra,
+        allow_spinning=allow_spinning,
+        max_batch=max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        plate_model=plate,
+        face_model=settings.face_model,
+    )
+
+
+class Engine:
+    """One :class:`Anonymizer` per lane over shared sessions (optionally micro-batched).
+
+    ``run`` is called from the lane threads; each call borrows a free anonymizer, so every instance is
+    used by one thread at a time as :class:`Anonymizer` asks.
+    """
+
+    def __init__(self, anonymizers: list[Anonymizer], plan: Plan, closers: list[Callable[[], None]]) -> None:
+        self.plan = plan
+        self.providers = anonymizers[0].providers
+        self._all = anonymizers
+        self._free: queue.SimpleQueue[Anonymizer] = queue.SimpleQueue()
+        for anonymizer in anonymizers:
+            self._free.put(anonymizer)
+        self._closers = closers
+
+    def warm_up(self) -> None:
+        self._all[0].warm_up()
+
+    def run(
+        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+    ) -> AnonymizeResult:
+        anonymizer = self._free.get()
+        try:
+            return anonymizer.run(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+        finally:
+            self._free.put(anonymizer)
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+
+
+def load_engine(settings: WorkerSettings, *, available: list[str] | None = None) -> Engine:
+    """Build the models the plan asks for (cached), open one session per model and an anonymizer per lane."""
+    from workers.batcher import BatchedSession
+    from workers.detectors.faces import FaceDetector
+    from workers.detectors.plates import PlateDetector
+    from workers.models import ensure_face_model, ensure_plate_model
+
+    chosen = plan(
+        settings,
+        list(available if available is not None else ort.get_available_providers()),
+        cores=cpu_count(),
+        fast_int8=cpu_has_fast_int8(),
+    )
+    model_dir = Path(settings.model_dir)
+    plate_path = ensure_plate_model(model_dir, chosen.plate_model)  # type: ignore[arg-type]
+    face_path = ensure_face_model(model_dir, chosen.face_model)  # type: ignore[arg-type]
+    try:
+        sessions = [
+            create_session(
+                path,
+                chosen.providers,
+                intra_op_threads=chosen.intra_op_threads,
+                model_dir=model_dir,
+                allow_spinning=chosen.allow_spinning,
+            )
+            for path in (face_path, plate_path)
+        ]
+    except Exception as exc:  # onnxruntime raises its own, untyped exceptions
+        raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
+    used = list(dict.fromkeys(name for session in sessions for name in session.get_providers()))
+    face_session: Any = sessions[0]
+    plate_session: Any = sessions[1]
+    closers: list[Callable[[], None]] = []
+    if chosen.max_batch > 1:
+        face_session = BatchedSession(
+            face_session, max_batch=chosen.max_batch, max_wait_ms=chosen.max_wait_ms, name="batch-faces"
+        )
+        plate_session = BatchedSession(
+            plate_session, max_batch=chosen.max_batch, max_wait_ms=chosen.max_wait_ms, name="batch-plates"
+        )
+        closers = [face_session.close, plate_session.close]
+    anonymizers = [
+        _anonymizer(FaceDetector(face_session), PlateDetector(plate_session), used, settings)
+        for _ in range(chosen.lanes)
+    ]
+    log.info("inference plan: %s on %s", chosen.describe(), used)
+    return Engine(anonymizers, chosen, closers)
+
+
+def _anonymizer(faces: Any, plates: Any, providers: list[str], settings: WorkerSettings) -> Anonymizer:
+    """An :class:`Anonymizer` over the given detectors, with the detection settings when the pipeline
+    takes them (its ``DetectionConfig``), as :meth:`Anonymizer.load` would build it."""
+    from workers import pipeline
+
+    config_type = getattr(pipeline, "DetectionConfig", None)
+    if config_type is not None and hasattr(config_type, "from_settings"):
+        return pipeline.Anonymizer(
+            faces, plates, providers=providers, config=config_type.from_settings(settings)
+        )
+    return pipeline.Anonymizer(faces, plates, providers=providers)

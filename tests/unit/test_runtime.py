@@ -8,7 +8,18 @@ import pytest
 from onnx import TensorProto, helper
 
 from shared.errors import ModelsNotReadyError
-from workers.runtime import CPU, CUDA, TENSORRT, create_session, provider_options, select_providers
+from shared.settings import WorkerSettings, load_settings
+from workers.runtime import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    cpu_has_fast_int8,
+    create_session,
+    load_engine,
+    plan,
+    provider_options,
+    select_providers,
+)
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 CPU_BUILD = ["AzureExecutionProvider", CPU]
@@ -104,3 +115,83 @@ def test_create_session_uses_cuda(tmp_path: Path) -> None:
     )
     session = create_session(model, providers, intra_op_threads=0, model_dir=tmp_path)
     assert session.get_providers()[0] == CUDA
+
+
+# -- the throughput plan: providers, lanes, threads, batching, precisions (no GPU needed) --
+
+
+def _worker(**values: object) -> WorkerSettings:
+    return WorkerSettings(**values)
+
+
+def test_plan_on_cpu_one_single_threaded_lane_per_core_int8_no_batching() -> None:
+    chosen = plan(_worker(), CPU_BUILD, cores=2, fast_int8=True)
+    assert chosen.providers == [CPU] and not chosen.on_gpu
+    assert (chosen.lanes, chosen.intra_op_threads, chosen.max_batch) == (2, 1, 1)
+    assert not chosen.allow_spinning
+    assert chosen.plate_model == "int8"
+    assert chosen.face_model == "fp32"
+
+
+def test_plan_scales_with_cores_and_honours_overrides() -> None:
+    assert plan(_worker(), CPU_BUILD, cores=16, fast_int8=True).lanes == 16
+    one_lane = plan(_worker(inference_lanes=1), CPU_BUILD, cores=8, fast_int8=True)
+    assert (one_lane.lanes, one_lane.intra_op_threads, one_lane.allow_spinning) == (1, 8, True)
+    four = plan(_worker(inference_lanes=4), CPU_BUILD, cores=16, fast_int8=True)
+    assert four.intra_op_threads == 4  # lanes x threads = cores: no oversubscription
+    explicit = plan(_worker(intra_op_threads=3, max_batch=2), CPU_BUILD, cores=2, fast_int8=True)
+    assert (explicit.intra_op_threads, explicit.max_batch) == (3, 2)
+
+
+def test_plan_without_fast_int8_keeps_float_plates() -> None:
+    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=False).plate_model == "fp32"
+    assert plan(_worker(plate_model="int8"), CPU_BUILD, cores=2, fast_int8=False).plate_model == "int8"
+
+
+def test_plan_on_gpu_batches_and_keeps_float16() -> None:
+    chosen = plan(_worker(), GPU_BUILD, cores=8, fast_int8=True)
+    assert chosen.providers == [CUDA, CPU] and chosen.on_gpu
+    assert chosen.plate_model == "fp16"
+    assert chosen.max_batch == 8 and chosen.lanes == 4
+    trt = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
+    assert trt.providers[0] == TENSORRT and trt.on_gpu
+
+
+def test_require_gpu_fails_the_plan_on_a_cpu_build() -> None:
+    with pytest.raises(ModelsNotReadyError, match="GPU is required"):
+        plan(_worker(require_gpu=True), CPU_BUILD, cores=2, fast_int8=True)
+
+
+def test_flat_require_gpu_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEIL_REQUIRE_GPU", "1")
+    settings = load_settings()
+    assert settings.worker.require_gpu
+    with pytest.raises(ModelsNotReadyError):
+        plan(settings.worker, CPU_BUILD, cores=2, fast_int8=True)
+    monkeypatch.delenv("VEIL_REQUIRE_GPU")
+    monkeypatch.setenv("VEIL_WORKER__REQUIRE_GPU", "1")
+    assert load_settings().worker.require_gpu
+    monkeypatch.delenv("VEIL_WORKER__REQUIRE_GPU")
+    assert not load_settings().worker.require_gpu
+
+
+def test_load_engine_with_require_gpu_refuses_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(ModelsNotReadyError, match="GPU is required"):
+        load_engine(_worker(require_gpu=True, model_dir=tmp_path), available=CPU_BUILD)
+    assert not any(tmp_path.iterdir())  # failed before fetching anything
+
+
+def test_cpu_int8_detection(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n")
+    assert cpu_has_fast_int8(info)
+    info.write_text("flags\t\t: fpu sse2 avx2\n")
+    assert not cpu_has_fast_int8(info)
+    assert not cpu_has_fast_int8(tmp_path / "missing")
+
+
+def test_create_session_without_spinning(tmp_path: Path) -> None:
+    model = _tiny_model(tmp_path / "tiny.onnx")
+    session = create_session(model, [CPU], intra_op_threads=2, model_dir=tmp_path, allow_spinning=False)
+    (out,) = session.run(None, {"x": np.array([[3.0, -2.0]], dtype=np.float32)})
+    assert out.tolist() == [[3.0, 0.0]]
