@@ -60,7 +60,9 @@ class JobSubmitter:
     def jobs(self) -> JobStore:
         return self._jobs
 
-    async def submit(self, owner: str, image: bytes | ObjectRef, options: BlurOptions) -> JobRecord:
+    async def submit(
+        self, owner: str, image: bytes | ObjectRef, options: BlurOptions, *, callback_url: str | None = None
+    ) -> JobRecord:
         """Check, store and queue one image; returns the queued record.
 
         ``image`` is either the image's bytes (stored as an upload, deleted by the worker when done) or a
@@ -68,8 +70,8 @@ class JobSubmitter:
         Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable.
         """
         if isinstance(image, ObjectRef):
-            return await self._submit_stored(owner, image, options)
-        return await self._submit_upload(owner, image, options)
+            return await self._submit_stored(owner, image, options, callback_url)
+        return await self._submit_upload(owner, image, options, callback_url)
 
     async def get(self, job_id: str, owner: str) -> JobRecord:
         """The owner's job; :class:`NotFoundError` for unknown jobs and other owners' jobs alike."""
@@ -95,7 +97,9 @@ class JobSubmitter:
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    async def _submit_upload(self, owner: str, data: bytes, options: BlurOptions) -> JobRecord:
+    async def _submit_upload(
+        self, owner: str, data: bytes, options: BlurOptions, callback_url: str | None
+    ) -> JobRecord:
         limits = self._settings.limits
         if len(data) > limits.max_upload_bytes:
             raise PayloadTooLargeError(
@@ -106,12 +110,16 @@ class JobSubmitter:
         source = ObjectRef(bucket=self._store.bucket, key=self._store.upload_key(job_id))
         await asyncio.to_thread(self._store.put, source.key, data, info.format.content_type)
         try:
-            return await self._enqueue(job_id, owner, source, info, options, delete_source=True)
+            return await self._enqueue(
+                job_id, owner, source, info, options, delete_source=True, callback_url=callback_url
+            )
         except BaseException:
             await self._discard_upload(source)
             raise
 
-    async def _submit_stored(self, owner: str, ref: ObjectRef, options: BlurOptions) -> JobRecord:
+    async def _submit_stored(
+        self, owner: str, ref: ObjectRef, options: BlurOptions, callback_url: str | None
+    ) -> JobRecord:
         self._check_readable(ref)
         limits = self._settings.limits
         try:
@@ -121,7 +129,9 @@ class JobSubmitter:
         except ValueError as exc:
             raise PayloadTooLargeError(f"the stored image is too large: {exc}") from exc
         info = await asyncio.to_thread(inspect_image, stored.body, limits)
-        return await self._enqueue(new_job_id(), owner, ref, info, options, delete_source=False)
+        return await self._enqueue(
+            new_job_id(), owner, ref, info, options, delete_source=False, callback_url=callback_url
+        )
 
     def _check_readable(self, ref: ObjectRef) -> None:
         s3 = self._settings.s3
@@ -142,6 +152,7 @@ class JobSubmitter:
         options: BlurOptions,
         *,
         delete_source: bool,
+        callback_url: str | None,
     ) -> JobRecord:
         record = JobRecord(id=job_id, owner=owner, status=JobStatus.QUEUED, input=info, options=options)
         request = JobRequest(
@@ -152,6 +163,7 @@ class JobSubmitter:
             input=info,
             options=options,
             created_at=record.created_at,
+            callback_url=callback_url,
         )
         with redis_errors("recording the job"):
             await self._jobs.put(record)

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import orjson
 import pydantic
 from aiohttp import web
-from yarl import URL
 
 from gateway.auth import authenticate
 from gateway.backends import redis_errors
+from gateway.callbacks import parse_callback_url
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
 from gateway.state import REDIS, SETTINGS
@@ -30,7 +30,6 @@ from shared.bulk import (
 )
 from shared.errors import NotFoundError, ValidationError
 from shared.settings import Settings
-from shared.urlguard import UrlAllowlist, check_url
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -49,20 +48,6 @@ def _model(model: type[M], value: object, field: str) -> M:
         return model.model_validate(value)
     except pydantic.ValidationError as exc:
         raise ValidationError(f"{field}: {exc.errors(include_url=False)[0]['msg']}") from exc
-
-
-def parse_callback_url(value: object, settings: Settings) -> str | None:
-    """A webhook URL, checked by the SSRF guard now (and again by the worker when it delivers)."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 2048:
-        raise ValidationError("callback_url must be an http(s) URL")
-    try:
-        url = URL(value.strip())
-    except ValueError as exc:
-        raise ValidationError(f"callback_url is not a valid URL: {exc}") from exc
-    check_url(url, UrlAllowlist(settings.effective_url_allowlist()))
-    return str(url)
 
 
 def parse_bulk(body: dict[str, Any], settings: Settings, owner: str) -> BulkRecord:

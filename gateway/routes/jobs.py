@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import api4ai
 from gateway.auth import authenticate
+from gateway.callbacks import parse_callback_url
 from gateway.inputs import StoredImage, UploadedImage, UrlImage, read_submission
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
@@ -33,6 +34,7 @@ async def create_job(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     submission = await read_submission(request, settings.limits.max_upload_bytes)
     raw_options, answer = api4ai.split_options(submission.options, settings.gateway.facade_timeout_seconds)
+    callback_url = parse_callback_url(raw_options.pop("callback_url", None), settings)
     options = parse_blur_options(raw_options)
     image: bytes | ObjectRef
     match submission.image:
@@ -43,7 +45,7 @@ async def create_job(request: web.Request) -> web.Response:
         case StoredImage(ref=ref):
             image = ref
     submitter = request.config_dict[SUBMITTER]
-    record = await submitter.submit(key.id, image, options)
+    record = await submitter.submit(key.id, image, options, callback_url=callback_url)
     location = job_path(record.id)
     if answer.wait > 0:  # api4ai style: answer with the finished job when it finishes in time
         record = await submitter.wait(record.id, key.id, answer.wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,16 +10,18 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestServer
 from arq import Retry
 from redis.asyncio import Redis
 
 from shared.apikeys import ApiKeyStore
-from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobStatus
+from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus
 from shared.jobstore import JobStore
+from shared.queue import deserialize
 from shared.settings import Settings
 from shared.webhooks import SIGNATURE_HEADER, verify
+from tests.integration.conftest import ClientFactory
 from workers.notify import deliver
 
 pytestmark = pytest.mark.integration
@@ -103,3 +106,31 @@ async def test_server_errors_are_retried_client_errors_are_not(
     assert await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1) == (
         "receiver answered 410"
     )
+
+
+async def test_native_callback_url_is_checked_and_queued(
+    make_client: ClientFactory, settings: Settings, redis: Redis, auth: dict[str, str], astronaut_jpeg: bytes
+) -> None:
+    client = await make_client(settings)
+    for url, words in (("ftp://example.com/x", "http"), ("http://169.254.169.254/latest", "link-local")):
+        form = FormData()
+        form.add_field("image", astronaut_jpeg, filename="a.jpg")
+        form.add_field("callback_url", url)
+        response = await client.post("/v1/jobs", data=form, headers=auth)
+        body = await response.json()
+        assert response.status == 400, body
+        assert words in body["message"]
+    response = await client.post(
+        "/v1/jobs",
+        json={
+            "image_base64": base64.b64encode(astronaut_jpeg).decode(),
+            "callback_url": "https://example.com/h",
+        },
+        headers=auth,
+    )
+    created = await response.json()
+    assert response.status == 202, created
+    raw = await redis.get(f"arq:job:{created['id']}")
+    assert raw is not None
+    request = JobRequest.model_validate(deserialize(raw)["a"][0])
+    assert request.callback_url == "https://example.com/h"
