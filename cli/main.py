@@ -17,6 +17,7 @@ import click
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cli.bench import bench
 from cli.stack import run_up, stack_environment
 from shared.apikeys import ApiKeyStore
 from shared.settings import Settings, load_settings
@@ -120,6 +121,8 @@ def keys_revoke(data_dir: Path, key_id: str) -> None:
         raise click.ClickException(f"no key with id {key_id}")
     click.echo(f"revoked {key_id}")
 
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

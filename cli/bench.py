@@ -1,0 +1,345 @@
+"""``veil bench``: the model-only loop and the whole service, on the same images, in one run.
+
+(a) model-only: the worker's own engine (same plan: providers, lanes, threads, model precisions) runs
+``Anonymizer.run`` on the image bytes in this process, one lane per core as the worker does — the best
+loop this pipeline allows without a service around it.
+(b) end-to-end: HTTP upload → S3 → queue → worker → S3 → poll, against a running stack, keeping
+``--concurrency`` jobs in flight.
+
+Reports img/s, p50/p95 latency, the worker's RSS (from its readiness heartbeat in Redis, or /proc for a
+local worker) and the ratio (b)/(a). Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.stack import read_stack_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@dataclass
+class Phase:
+    images: int
+    seconds: float
+    img_per_s: float
+    p50_ms: float
+    p95_ms: float
+    failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarize(latencies_s: Sequence[float], seconds: float, failed: int = 0) -> Phase:
+    count = len(latencies_s)
+    return Phase(
+        images=count,
+        seconds=round(seconds, 2),
+        img_per_s=round(count / seconds, 2) if seconds > 0 else 0.0,
+        p50_ms=round(statistics.median(latencies_s) * 1000, 1) if latencies_s else 0.0,
+        p95_ms=round(percentile(latencies_s, 95) * 1000, 1),
+        failed=failed,
+    )
+
+
+def load_images(directory: Path, limit: int | None) -> list[tuple[str, bytes]]:
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise click.ClickException(f"no images (jpg, png, webp) in {directory}")
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+# -- (a) model-only -----------------------------------------------------------------------------------------
+
+
+def model_only(images: list[tuple[str, bytes]], targets: list[str], settings: Any) -> Phase:
+    import cv2
+
+    from shared.jobs import BlurOptions, Target
+    from workers.main import rss_bytes
+    from workers.runtime import cpu_count, load_engine
+
+    engine = load_engine(settings.worker)
+    if engine.plan.lanes >= cpu_count():
+        cv2.setNumThreads(1)
+    engine.warm_up()
+    options = BlurOptions(targets=tuple(Target(t) for t in targets))
+    timings: dict[str, list[float]] = {}
+
+    def one(data: bytes) -> float:
+        start = time.perf_counter()
+        result = engine.run(
+            data,
+            options,
+            max_pixels=settings.limits.max_pixels,
+            face_max_side=settings.worker.face_max_side,
+        )
+        for name, ms in result.timings_ms.items():
+            timings.setdefault(name, []).append(ms)
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=engine.plan.lanes, thread_name_prefix="bench-lane") as pool:
+        start = time.perf_counter()
+        latencies = list(pool.map(one, [data for _, data in images]))
+        elapsed = time.perf_counter() - start
+    engine.close()
+    phase = summarize(latencies, elapsed)
+    phase.extra = {
+        "plan": engine.plan.describe(),
+        "providers": engine.providers,
+        "rss_mb": round((rss_bytes() or 0) / 2**20, 1),
+        # Median per stage, in ms of one lane (stages of different lanes overlap).
+        "stage_p50_ms": {name: round(statistics.median(v), 1) for name, v in timings.items()},
+        "stage_share": _shares(timings),
+    }
+    return phase
+
+
+def _shares(timings: dict[str, list[float]]) -> dict[str, float]:
+    totals = {name: sum(values) for name, values in timings.items()}
+    whole = sum(totals.values()) or 1.0
+    return {name: round(total / whole, 3) for name, total in totals.items()}
+
+
+# -- (b) end-to-end -----------------------------------------------------------------------------------------
+
+
+async def end_to_end(
+    url: str,
+    api_key: str,
+    images: list[tuple[str, bytes]],
+    targets: list[str],
+    concurrency: int,
+    poll_s: float,
+    timeout_s: float,
+) -> Phase:
+    import aiohttp
+
+    headers = {"X-API-Key": api_key}
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for item in images:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    worker_ms: list[float] = []
+    failures: list[str] = []
+
+    async def one(http: aiohttp.ClientSession, name: str, data: bytes) -> None:
+        start = time.perf_counter()
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=name)
+        form.add_field("targets", ",".join(targets))
+        async with http.post("/v1/jobs", data=form, headers=headers) as response:
+            created = await response.json(content_type=None)
+            if response.status != 202:
+                failures.append(f"{name}: HTTP {response.status} {created}")
+                return
+        job_url = f"/v1/jobs/{created['id']}"
+        deadline = start + timeout_s
+        while True:
+            await asyncio.sleep(poll_s)
+            async with http.get(job_url, headers=headers) as response:
+                job = await response.json(content_type=None)
+            if job.get("status") in ("succeeded", "failed"):
+                break
+            if time.perf_counter() > deadline:
+                failures.append(f"{name}: not finished within {timeout_s:g}s")
+                return
+        if job["status"] != "succeeded":
+            failures.append(f"{name}: {job.get('error')}")
+            return
+        latencies.append(time.perf_counter() - start)
+        timings = job.get("timings_ms") or {}
+        worker_ms.append(sum(v for v in timings.values() if isinstance(v, int | float)))
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            name, data = queue.get_nowait()
+            try:
+                await one(http, name, data)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=connector) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    phase = summarize(latencies, elapsed, failed=len(failures))
+    phase.extra = {
+        "concurrency": concurrency,
+        "worker_p50_ms": round(statistics.median(worker_ms), 1) if worker_ms else 0.0,
+        "failures": failures[:5],
+    }
+    return phase
+
+
+async def worker_runtime(redis_url: str | None, prefix: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Ready workers' heartbeats (provider, plan, RSS), or why they could not be read."""
+    if not redis_url:
+        return [], "no Redis URL"
+    from redis.asyncio import Redis
+
+    from shared.readiness import ready_workers
+
+    redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        return [w.model_dump() for w in await ready_workers(redis, prefix)], None
+    except Exception as exc:  # unreachable Redis, or heartbeats of another version: RSS falls back to /proc
+        return [], f"{type(exc).__name__}: {exc}"
+    finally:
+        await redis.aclose()
+
+
+def local_worker_rss() -> list[int]:
+    """RSS of local processes started as ``python -m workers`` (fallback without Redis access)."""
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"-m" in argv and b"workers" in argv:
+                pages = int((proc / "statm").read_text().split()[1])
+                found.append(pages * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "loadavg": [round(v, 2) for v in load],
+    }
+
+
+@click.command()
+@click.option(
+    "--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--limit", type=int, default=None, help="Use the first N images (sorted by name).")
+@click.option("--targets", default="faces,plates", show_default=True)
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Jobs in flight in (b).")
+@click.option("--url", default=None, help="Gateway URL (default: the stack `veil up` runs in --data-dir).")
+@click.option("--api-key", envvar="VEIL_API_KEY", default=None, help="Or VEIL_API_KEY.")
+@click.option("--skip-model", is_flag=True, help="Only (b), e.g. against a remote deployment.")
+@click.option("--skip-service", is_flag=True, help="Only (a).")
+@click.option("--poll", "poll_s", type=float, default=0.1, show_default=True, help="Job poll interval, s.")
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.pass_obj
+def bench(
+    data_dir: Path,
+    images_dir: Path,
+    limit: int | None,
+    targets: str,
+    concurrency: int,
+    url: str | None,
+    api_key: str | None,
+    skip_model: bool,
+    skip_service: bool,
+    poll_s: float,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Measure (a) the model-only loop and (b) end-to-end through the service on the same images."""
+    from cli.main import settings_for_cli
+
+    settings = settings_for_cli(data_dir)
+    wanted = [t.strip() for t in targets.split(",") if t.strip()]
+    if not wanted or any(t not in ("faces", "plates") for t in wanted):
+        raise click.ClickException("--targets takes faces, plates or faces,plates")
+    images = load_images(images_dir, limit)
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "images": len(images),
+        "targets": wanted,
+        "machine_before": _machine(),
+    }
+    say = (lambda *_: None) if as_json else click.echo
+    if not skip_model:
+        say(f"(a) model-only: {len(images)} images …")
+        report["model_only"] = asdict(model_only(images, wanted, settings))
+    if not skip_service:
+        url = url or read_stack_file(data_dir).get("url")
+        if not url or not api_key:
+            raise click.ClickException("(b) needs --url (or a `veil up` stack in --data-dir) and --api-key")
+        say(f"(b) end-to-end via {url}, concurrency {concurrency} …")
+        e2e = asyncio.run(end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s))
+        report["end_to_end"] = asdict(e2e)
+        workers, problem = asyncio.run(worker_runtime(settings.redis.url, settings.redis.prefix))
+        if problem:
+            report["workers_error"] = problem
+        report["workers"] = [
+            {
+                "id": w["id"],
+                "providers": w["providers"],
+                "runtime": w.get("runtime"),
+                "rss_bytes": w.get("rss_bytes"),
+            }
+            for w in workers
+        ]
+        rss = [w["rss_bytes"] for w in workers if w.get("rss_bytes")] or local_worker_rss()
+        report["worker_rss_mb"] = [round(v / 2**20, 1) for v in rss]
+        if "model_only" in report and report["model_only"]["img_per_s"]:
+            report["ratio"] = round(e2e.img_per_s / report["model_only"]["img_per_s"], 3)
+    report["machine_after"] = _machine()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print(report)
+
+
+def _print(report: dict[str, Any]) -> None:
+    click.echo(f"\n{report['date']}  {report['images']} images  targets={','.join(report['targets'])}")
+    before, after = report["machine_before"], report.get("machine_after", {})
+    click.echo(
+        f"machine: {before['cores']} cores, loadavg before {before['loadavg']} after {after.get('loadavg')}"
+    )
+    for key, title in (("model_only", "(a) model-only"), ("end_to_end", "(b) end-to-end")):
+        phase = report.get(key)
+        if not phase:
+            continue
+        click.echo(
+            f"{title:16} {phase['img_per_s']:7.2f} img/s  p50 {phase['p50_ms']:8.1f} ms  "
+            f"p95 {phase['p95_ms']:8.1f} ms  ({phase['images']} ok, {phase['failed']} failed, "
+            f"{phase['seconds']} s)"
+        )
+        extra = phase.get("extra", {})
+        if key == "model_only":
+            click.echo(f"    provider: {extra['providers'][0]}  plan: {extra['plan']}")
+            click.echo(f"    stages p50 ms: {extra['stage_p50_ms']}  share of time: {extra['stage_share']}")
+            click.echo(f"    bench process RSS: {extra['rss_mb']} MB")
+        else:
+            click.echo(f"    concurrency {extra['concurrency']}, worker time p50 {extra['worker_p50_ms']} ms")
+            for failure in extra.get("failures", []):
+                click.echo(f"    failure: {failure}")
+    for worker in report.get("workers", []):
+        click.echo(f"worker {worker['id']}: providers {worker['providers']} runtime {worker['runtime']}")
+    if "worker_rss_mb" in report:
+        click.echo(f"worker RSS: {report['worker_rss_mb']} MB")
+    if "ratio" in report:
+        click.echo(f"ratio (b)/(a): {report['ratio']}")

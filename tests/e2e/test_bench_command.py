@@ -1,0 +1,78 @@
+"""``veil bench`` against the live stack on three tiny images: it runs both phases and prints every field.
+Never asserts speed (the CI machine's load is not ours to know)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.e2e.conftest import REPO, LiveStack
+from tests.images import astronaut_bgr, make_plate_scene
+
+pytestmark = [pytest.mark.integration, pytest.mark.models]
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_astronaut.png"), astronaut_bgr())
+    scene, _ = make_plate_scene(size=(640, 480))
+    cv2.imwrite(str(folder / "b_car.jpg"), scene)
+    cv2.imwrite(str(folder / "c_small.webp"), cv2.resize(astronaut_bgr(), (160, 160)))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _bench(stack: LiveStack, stack_env: dict[str, str], tmp_path: Path, *extra: str) -> str:
+    env = {
+        **os.environ,
+        **stack_env,
+        "VEIL_REDIS__URL": stack.settings.redis.url,  # the live stack may use its own database
+        "VEIL_WORKER__PROVIDERS": "CPUExecutionProvider",
+    }
+    command = [
+        sys.executable, "-m", "cli.main", "--data-dir", str(tmp_path / "no-stack"), "bench",
+        "--url", stack.url, "--api-key", stack.api_key, "--concurrency", "2", *extra,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=280, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_json_reports_both_phases(
+    live_stack: LiveStack, stack_env: dict[str, str], tiny_images: Path, tmp_path: Path
+) -> None:
+    out = _bench(live_stack, stack_env, tmp_path, "--images", str(tiny_images), "--json")
+    report = json.loads(out)
+    assert report["images"] == 3
+    for phase in ("model_only", "end_to_end"):
+        assert report[phase]["images"] == 3, report[phase]
+        assert report[phase]["failed"] == 0
+        assert report[phase]["img_per_s"] > 0
+        assert 0 < report[phase]["p50_ms"] <= report[phase]["p95_ms"]
+    assert report["model_only"]["extra"]["providers"][0] == "CPUExecutionProvider"
+    assert report["model_only"]["extra"]["plan"]["lanes"] >= 1
+    assert report["ratio"] > 0
+    assert report["worker_rss_mb"] and report["worker_rss_mb"][0] > 0
+    assert report["workers"], report.get("workers_error")
+    assert report["workers"][0]["providers"][0] == "CPUExecutionProvider"
+
+
+def test_bench_text_output_with_limit_and_targets(
+    live_stack: LiveStack, stack_env: dict[str, str], tiny_images: Path, tmp_path: Path
+) -> None:
+    out = _bench(
+        live_stack, stack_env, tmp_path, "--images", str(tiny_images), "--limit", "2", "--targets", "plates"
+    )
+    for field in ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)"):
+        assert field in out, out
+    assert "2 images" in out and "provider: CPUExecutionProvider" in out
