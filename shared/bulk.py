@@ -20,7 +20,10 @@ from shared.redisutil import resolve
 
 EXPAND_FUNCTION = "expand_bulk"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-MAX_OBJECTS = 10_000
+MAX_OBJECTS = 100_000
+# Objects listed per expand_bulk run: each run stays well inside the worker's job timeout, and the next
+# page is queued as its own job.
+PAGE_SIZE = 1000
 
 
 class BulkStatus(StrEnum):
@@ -52,6 +55,9 @@ class BulkRecord(BaseModel):
     total: int = 0
     skipped: int = 0
     truncated: bool = False
+    listed: int = 0  # objects seen so far
+    cursor: str | None = None  # last key listed; the next page starts after it
+    page: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     error: str | None = None
 

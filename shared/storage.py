@@ -158,12 +158,16 @@ class ObjectStore:
         )
         return url
 
-    def list_keys(self, bucket: str, prefix: str, limit: int) -> tuple[list[str], bool]:
-        """Up to ``limit`` keys under ``prefix`` in key order, and whether more were left out."""
+    def list_keys(
+        self, bucket: str, prefix: str, limit: int, start_after: str | None = None
+    ) -> tuple[list[str], bool]:
+        """Up to ``limit`` keys under ``prefix`` in key order (after ``start_after``), and whether more
+        were left out."""
         keys: list[str] = []
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            pages = paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after or "")
+            for page in pages:
                 for item in page.get("Contents", []):
                     if len(keys) == limit:
                         return keys, True

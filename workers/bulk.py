@@ -12,7 +12,16 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from shared.bulk import BulkRecord, BulkStatus, BulkStore, child_job_id, is_image_key, output_key
+from shared.bulk import (
+    EXPAND_FUNCTION,
+    PAGE_SIZE,
+    BulkRecord,
+    BulkStatus,
+    BulkStore,
+    child_job_id,
+    is_image_key,
+    output_key,
+)
 from shared.errors import VeilError
 from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, ObjectRef, utcnow
 from shared.queue import enqueue_anonymize
@@ -74,15 +83,21 @@ async def _queue_child(
     await enqueue_anonymize(pool, request, queue_name)
 
 
-async def expand_bulk(ctx: dict[str, Any], bulk_id: str) -> dict[str, Any]:
+def expand_job_id(bulk_id: str, page: int) -> str:
+    return f"bulk:{bulk_id}" if page == 0 else f"bulk:{bulk_id}:{page}"
+
+
+async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0) -> dict[str, Any]:
+    """List one page of the bulk job's objects and queue its images; queue the next page if any."""
     state = worker_context(ctx)
     bulks = BulkStore(state.redis, state.settings.redis.prefix)
     bulk = await bulks.get(bulk_id)
-    if bulk is None or bulk.status is not BulkStatus.LISTING:
-        return {"status": "nothing to do"}
+    if bulk is None or bulk.status is not BulkStatus.LISTING or bulk.page != page:
+        return {"status": "nothing to do"}  # a repeated delivery of a page already done
+    want = min(PAGE_SIZE, bulk.limit - bulk.listed)
     try:
-        keys, truncated = await asyncio.to_thread(
-            state.store.list_keys, bulk.source.bucket, bulk.source.prefix, bulk.limit
+        keys, more = await asyncio.to_thread(
+            state.store.list_keys, bulk.source.bucket, bulk.source.prefix, want, bulk.cursor
         )
     except VeilError as exc:
         bulk.status, bulk.error = BulkStatus.FAILED, exc.message
@@ -97,8 +112,19 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str) -> dict[str, Any]:
         await asyncio.gather(
             *(_queue_child(bulks, state.store, ctx["redis"], bulk, key, queue) for key in chunk)
         )
+    bulk.listed += len(keys)
+    bulk.total += len(images)
+    bulk.skipped += len(keys) - len(images)
+    bulk.cursor = keys[-1] if keys else bulk.cursor
+    if more and bulk.listed < bulk.limit:
+        bulk.page += 1
+        await bulks.put(bulk)
+        await ctx["redis"].enqueue_job(
+            EXPAND_FUNCTION, bulk.id, bulk.page, _job_id=expand_job_id(bulk.id, bulk.page), _queue_name=queue
+        )
+        return {"status": "listing", "total": bulk.total}
+    bulk.truncated = more
     bulk.status = BulkStatus.RUNNING
-    bulk.total, bulk.skipped, bulk.truncated = len(images), len(keys) - len(images), truncated
     await bulks.put(bulk)
     log.info("bulk %s: %s images queued (%s skipped)", bulk.id, bulk.total, bulk.skipped)
     return {"status": "running", "total": bulk.total}

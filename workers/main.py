@@ -20,6 +20,7 @@ from arq import cron
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
+from shared.bulk import EXPAND_FUNCTION
 from shared.jobs import utcnow
 from shared.jobstore import JobStore
 from shared.logging import configure_logging
@@ -27,7 +28,9 @@ from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, se
 from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
+from workers.bulk import expand_bulk
 from workers.context import CTX_KEY, WorkerContext, worker_context
+from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
 from workers.runtime import Engine, cpu_count, load_engine
 from workers.tasks import anonymize, sweep_expired
 
@@ -118,7 +121,9 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     w = settings.worker
     return Worker(
         functions=[
-            func(anonymize, name=ANONYMIZE_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries)
+            func(anonymize, name=ANONYMIZE_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
+            func(expand_bulk, name=EXPAND_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
+            func(deliver_webhook, name=DELIVER_FUNCTION, timeout=30, max_tries=MAX_ATTEMPTS),
         ],
         cron_jobs=[cron(sweep_expired, minute={7}, timeout=w.job_timeout_seconds, unique=True)],
         queue_name=settings.redis.queue_name,

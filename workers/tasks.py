@@ -36,6 +36,7 @@ from shared.jobs import (
     utcnow,
 )
 from workers.context import WorkerContext, worker_context
+from workers.notify import enqueue_delivery
 from workers.pipeline import AnonymizeResult
 
 log = logging.getLogger("veil.worker")
@@ -116,6 +117,10 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
     key = state.store.result_key(request.id, fmt.extension)
     # Re-runs overwrite the same key: the job is idempotent.
     await asyncio.to_thread(state.store.put, key, result.image, result.content_type)
+    if request.output is not None:  # bulk jobs: a blurred copy into the customer's bucket too
+        await asyncio.to_thread(
+            state.store.put, request.output.key, result.image, result.content_type, request.output.bucket
+        )
     ttl = settings.s3.result_ttl_seconds
     url = state.store.presign_get(key, ttl)
     finished = utcnow()
@@ -171,6 +176,10 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     await _finish(state, request, record)
     if record.status is JobStatus.SUCCEEDED:
         await state.jobs.count_success_once(request.id, request.owner)
+    if request.callback_url:
+        await enqueue_delivery(
+            ctx["redis"], request.id, request.callback_url, state.settings.redis.queue_name
+        )
     log.info("job %s %s", request.id, record.status.value)
     return {"status": record.status.value}
 

@@ -137,7 +137,7 @@ async def get_bulk(request: web.Request) -> web.Response:
             }
         )
     body: dict[str, Any] = {
-        **record.model_dump(mode="json", exclude={"owner", "options", "limit"}),
+        **record.model_dump(mode="json", exclude={"owner", "options", "limit", "cursor", "page", "listed"}),
         "status": status.value,
         "counts": counts,
         "jobs": page,

@@ -163,3 +163,54 @@ async def test_bulk_lists_probes_and_queues_children(
     child = await JobStore(redis, settings.redis.prefix).get(child_id)
     assert child is not None
     assert child.status is JobStatus.QUEUED
+
+
+async def test_bulk_lists_in_pages_each_its_own_job(
+    make_client: ClientFactory,
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    pool: ArqRedis,
+    api_key: tuple[str, str],
+    user_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("workers.bulk.PAGE_SIZE", 2)
+    client = await make_client(settings)
+    response = await client.post(
+        "/v1/bulk",
+        json={"s3": {"bucket": USER_BUCKET, "prefix": user_prefix}},
+        headers={"X-API-Key": api_key[0]},
+    )
+    bulk_id = (await response.json())["id"]
+    ctx = _ctx(settings, store, redis, pool)
+    outcomes = [await expand_bulk(ctx, bulk_id, page) for page in range(3)]
+    assert [outcome["status"] for outcome in outcomes] == ["listing", "listing", "running"]
+    assert await expand_bulk(ctx, bulk_id, 1) == {"status": "nothing to do"}  # a page delivered twice
+    for page in (1, 2):
+        assert await pool.zscore(settings.redis.queue_name, f"bulk:{bulk_id}:{page}") is not None
+    record = await BulkStore(redis, settings.redis.prefix).get(bulk_id)
+    assert record is not None
+    assert (record.total, record.skipped, record.listed) == (4, 1, 5)
+    assert len(await BulkStore(redis, settings.redis.prefix).children(bulk_id)) == 4
+
+
+async def test_bulk_limit_truncates(
+    make_client: ClientFactory,
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    pool: ArqRedis,
+    api_key: tuple[str, str],
+    user_prefix: str,
+) -> None:
+    client = await make_client(settings)
+    body = {"s3": {"bucket": USER_BUCKET, "prefix": user_prefix}, "limit": 2}
+    response = await client.post("/v1/bulk", json=body, headers={"X-API-Key": api_key[0]})
+    bulk_id = (await response.json())["id"]
+    outcome = await expand_bulk(_ctx(settings, store, redis, pool), bulk_id)
+    assert outcome["status"] == "running"
+    record = await BulkStore(redis, settings.redis.prefix).get(bulk_id)
+    assert record is not None
+    assert record.truncated
+    assert record.listed == 2
