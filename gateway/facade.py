@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 
 from gateway.backends import redis_errors
-from gateway.inputs import body_limit
+from gateway.inputs import body_limit, read_body
 from gateway.state import API_KEYS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.urlfetch import FetchedImage
 from shared.apikeys import ApiKey
@@ -154,18 +154,6 @@ def _read_urlencoded(body: bytes) -> Form:
     for name, value in pairs:
         form.values.setdefault(name, []).append(value.strip())
     return form
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes while it streams."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- auth, inputs, jobs -------------------------------------------------------------------------------------

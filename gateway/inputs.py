@@ -83,9 +83,9 @@ async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSub
         if content_type == "multipart/form-data":
             return await _read_multipart(request, max_upload_bytes)
         if content_type == "application/json" or content_type.endswith("+json"):
-            return _from_json(await _read_body(request, limit), max_upload_bytes)
+            return _from_json(await read_body(request, limit), max_upload_bytes)
         if content_type == "application/x-www-form-urlencoded":
-            return _from_urlencoded(await _read_body(request, limit), max_upload_bytes)
+            return _from_urlencoded(await read_body(request, limit), max_upload_bytes)
     except VeilError:
         raise
     except Exception as exc:  # a malformed body is the client's problem, never a 500
@@ -200,7 +200,8 @@ def _from_urlencoded(body: bytes, max_upload_bytes: int) -> RawSubmission:
 # -- JSON ---------------------------------------------------------------------------------------------
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) anything over ``limit`` bytes while it streams."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(_CHUNK):

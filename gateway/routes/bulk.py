@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.auth import authenticate
 from gateway.backends import redis_errors
 from gateway.callbacks import parse_callback_url
+from gateway.inputs import read_body
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
 from gateway.state import REDIS, SETTINGS
@@ -35,6 +36,7 @@ routes = web.RouteTableDef()
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 _OWN_FIELDS = {"s3", "output", "callback_url", "limit"}
+BODY_LIMIT = 64 * 1024  # a bulk request is a few fields, never an image
 
 
 def bulk_path(bulk_id: str) -> str:
@@ -85,7 +87,7 @@ async def create_bulk(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         raise ValidationError("POST /v1/bulk takes a JSON body")
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request, BODY_LIMIT))
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):

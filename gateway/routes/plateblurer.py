@@ -23,8 +23,8 @@ from aiohttp import web
 from PIL import Image, ImageDraw
 
 from gateway.errors import ErrorInfo, register_error_renderer
-from gateway.facade import JOB_ID, fetch_url, read_body, result_bytes, run_job, timestamp_ms, verify_key
-from gateway.inputs import decode_base64
+from gateway.facade import JOB_ID, fetch_url, result_bytes, run_job, timestamp_ms, verify_key
+from gateway.inputs import decode_base64, read_body
 from gateway.responses import json_response
 from shared.errors import PayloadTooLargeError, UnauthorizedError, ValidationError
 from shared.jobs import BlurOptions, Detection, JobRecord, Target
