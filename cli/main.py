@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.bench import bench
+from cli.evaluate import evaluate
 from cli.stack import run_up, stack_environment
 from shared.apikeys import ApiKeyStore
 from shared.settings import Settings, load_settings
@@ -122,6 +123,7 @@ def keys_revoke(data_dir: Path, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+main.add_command(evaluate, "eval")
 main.add_command(bench)
 
 if __name__ == "__main__":
