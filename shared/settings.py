@@ -81,6 +81,15 @@ class WorkerSettings(BaseModel):
     max_tries: int = Field(default=3, ge=1)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
+    # Detection quality (workers/pipeline.DetectionConfig; recall and cost measured in docs/accuracy.md).
+    face_min_score: float = Field(default=0.3, ge=0, le=1)
+    plate_min_score: float = Field(default=0.4, ge=0, le=1)
+    face_upscale: float = Field(default=2.0, ge=1, le=4)  # small photos zoomed, long side <= face_max_side
+    face_tiles: bool = True  # photos over face_max_side: also native-resolution tiles
+    face_head_margin: float = Field(default=0.1, ge=0, le=1)  # grow face boxes towards the whole head
+    plate_tiles: bool = True  # photos over plate_tile_side: also overlapping tiles of that side
+    plate_tile_side: int = Field(default=720, ge=320)
+    tile_overlap: float = Field(default=0.2, ge=0, le=0.5)
     # Throughput (workers/runtime.py). Images processed at once, each through the whole pipeline;
     # 0: one per core on CPU (each with 1 onnxruntime thread), 4 on a GPU (codecs overlap inference).
     inference_lanes: int = Field(default=0, ge=0)

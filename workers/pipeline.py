@@ -17,12 +17,13 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from shared.errors import DetectionError, ModelsNotReadyError, VeilError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from shared.settings import WorkerSettings
-from workers import imageops
+from workers import imageops, tiling
 from workers.detectors import faces as faces_mod
 from workers.detectors import plates as plates_mod
 from workers.detectors.base import BoxF, RawDetection
@@ -35,6 +36,38 @@ from workers.runtime import create_session, select_providers
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """How hard to look: default thresholds and the extra passes for small objects (each costs time).
+
+    Built from :class:`shared.settings.WorkerSettings` by :meth:`from_settings`; see docs/accuracy.md for the
+    measured recall and cost of each knob.
+    """
+
+    face_min_score: float = faces_mod.DEFAULT_MIN_SCORE
+    plate_min_score: float = 0.4  # from the curve in docs/accuracy.md (tiles on)
+    # Small photos are run at up to this zoom (long side capped at face_max_side): small faces appear.
+    face_upscale: float = 2.0
+    # Photos larger than face_max_side are also run as overlapping tiles at native resolution.
+    face_tiles: bool = True
+    # Photos larger than plate_tile_side are also run as overlapping tiles of that side (native pixels,
+    # resized to the model's 640 input), so small plates are not shrunk away.
+    plate_tiles: bool = True
+    plate_tile_side: int = 720
+    tile_overlap: float = 0.2  # ratio of the tile side
+    # Face boxes grow by this (see head_cover) before the request's padding, so the head is covered.
+    face_head_margin: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> DetectionConfig:
+        defaults = cls()
+        values = {
+            name: getattr(settings, name, getattr(defaults, name))
+            for name in cls.__dataclass_fields__  # fields missing from older settings keep their default
+        }
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -59,6 +92,15 @@ def plate_cover(detection: RawDetection) -> BoxF:
     return (x1, y1, x2, y2)
 
 
+def head_cover(box: BoxF, margin: float) -> BoxF:
+    """CenterFace boxes hug the face; grow them towards the whole head (chin, cheeks, ears) before padding:
+    ``margin`` of the box's size on the left and right, half of it on top, one and a half times at the bottom.
+    The proportions come from where labelled head boxes lie around detected face boxes (docs/accuracy.md)."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    return (x1 - margin * w, y1 - 0.5 * margin * h, x2 + margin * w, y2 + 1.5 * margin * h)
+
+
 def _sane(detections: list[RawDetection]) -> bool:
     for det in detections:
         values = [det.score, *det.box]
@@ -73,11 +115,16 @@ class Anonymizer:
     """Holds both detectors; :meth:`run` is safe to call from one thread at a time per instance."""
 
     def __init__(
-        self, faces: FaceDetector, plates: PlateDetector, providers: list[str] | None = None
+        self,
+        faces: FaceDetector,
+        plates: PlateDetector,
+        providers: list[str] | None = None,
+        config: DetectionConfig | None = None,
     ) -> None:
         self.faces = faces
         self.plates = plates
         self.providers: list[str] = providers if providers is not None else ["CPUExecutionProvider"]
+        self.config = config if config is not None else DetectionConfig()
 
     @classmethod
     def load(cls, model_dir: Path, settings: WorkerSettings) -> Anonymizer:
@@ -103,14 +150,44 @@ class Anonymizer:
         except Exception as exc:  # onnxruntime raises its own, untyped exceptions
             raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
         used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
-        return cls(FaceDetector(face_session), PlateDetector(plate_session), providers=used)
+        return cls(
+            FaceDetector(face_session),
+            PlateDetector(plate_session),
+            providers=used,
+            config=DetectionConfig.from_settings(settings),
+        )
 
     def warm_up(self) -> None:
         """Run each model once so the first job does not pay for allocations and kernel selection."""
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
-        self.faces.detect(image, faces_mod.DEFAULT_MIN_SCORE, faces_mod.DEFAULT_MAX_SIDE)
-        self.plates.detect(image, plates_mod.DEFAULT_MIN_SCORE)
+        self.faces.detect(image, self.config.face_min_score, faces_mod.DEFAULT_MAX_SIDE)
+        self.plates.detect(image, self.config.plate_min_score)
+
+    def detect_faces(self, rgb: npt.NDArray[np.uint8], min_score: float, max_side: int) -> list[RawDetection]:
+        """The whole image (zoomed up to ``face_upscale``), plus native-resolution tiles for large images."""
+        cfg = self.config
+        found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
+        height, width = rgb.shape[:2]
+        if cfg.face_tiles and max(height, width) > max_side:
+            tiles = tiling.tile_grid(width, height, max_side, round(max_side * cfg.tile_overlap))
+            found += tiling.detect_tiled(
+                rgb, lambda crop: self.faces.detect(crop, min_score, max_side), tiles
+            )
+            found = tiling.merge(found, faces_mod.NMS_IOU)
+        return found
+
+    def detect_plates(self, rgb: npt.NDArray[np.uint8], min_score: float) -> list[RawDetection]:
+        """The whole image, plus overlapping tiles of ``plate_tile_side`` pixels for larger images."""
+        cfg = self.config
+        found = self.plates.detect(rgb, min_score)
+        height, width = rgb.shape[:2]
+        side = cfg.plate_tile_side
+        if cfg.plate_tiles and max(height, width) > side:
+            tiles = tiling.tile_grid(width, height, side, round(side * cfg.tile_overlap))
+            found += tiling.detect_tiled(rgb, lambda crop: self.plates.detect(crop, min_score), tiles)
+            found = tiling.merge(found, plates_mod.NMS_IOU)
+        return found
 
     def run(
         self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
@@ -132,15 +209,15 @@ class Anonymizer:
         detections: list[RawDetection] = []
         boxes: list[BoxF] = []
         if Target.FACES in options.targets:
-            score = options.min_score if options.min_score is not None else faces_mod.DEFAULT_MIN_SCORE
+            score = options.min_score if options.min_score is not None else self.config.face_min_score
             with timed("detect_faces"):
-                found = _detect("face", lambda: self.faces.detect(rgb, score, face_max_side))
+                found = _detect("face", lambda: self.detect_faces(rgb, score, face_max_side))
             detections.extend(found)
-            boxes.extend(det.box for det in found)
+            boxes.extend(head_cover(det.box, self.config.face_head_margin) for det in found)
         if Target.PLATES in options.targets:
-            score = options.min_score if options.min_score is not None else plates_mod.DEFAULT_MIN_SCORE
+            score = options.min_score if options.min_score is not None else self.config.plate_min_score
             with timed("detect_plates"):
-                found = _detect("plate", lambda: self.plates.detect(rgb, score))
+                found = _detect("plate", lambda: self.detect_plates(rgb, score))
             detections.extend(found)
             boxes.extend(plate_cover(det) for det in found)
 

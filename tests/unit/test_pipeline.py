@@ -11,10 +11,9 @@ import pytest
 from shared.errors import DetectionError, ValidationError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from tests.images import astronaut_bgr
-from workers.detectors import faces, plates
 from workers.detectors.base import RawDetection
 from workers.imageops import decode
-from workers.pipeline import Anonymizer
+from workers.pipeline import Anonymizer, DetectionConfig
 
 
 class FakeDetector:
@@ -23,7 +22,7 @@ class FakeDetector:
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
 
-    def detect(self, image: Any, *args: Any) -> list[RawDetection]:
+    def detect(self, image: Any, *args: Any, **kwargs: Any) -> list[RawDetection]:
         self.calls.append((image.shape, *args))
         if self.fail:
             raise RuntimeError("boom")
@@ -56,7 +55,8 @@ def test_runs_both_and_blurs_exactly_the_regions() -> None:
     assert result.content_type == "image/png"
     assert (result.width, result.height) == (512, 512)
     assert result.detections == [FACE, PLATE]
-    assert result.regions == [(171, 48, 279, 192), (287, 395, 412, 435)]  # plate: polygon ∪ box, then padded
+    # Face: grown towards the head (10 % sides, 5 % top, 15 % bottom), padded; plate: polygon ∪ box, padded.
+    assert result.regions == [(160, 39, 290, 213), (287, 395, 412, 435)]
     assert set(result.timings_ms) == {"decode", "detect_faces", "detect_plates", "blur", "encode"}
     before = decode(source, max_pixels=10**8).pixels
     after = decode(result.image, max_pixels=10**8).pixels
@@ -67,8 +67,9 @@ def test_runs_both_and_blurs_exactly_the_regions() -> None:
     assert not changed[~inside].any()
     assert changed[inside].mean() > 0.9
     # Defaults passed through; detectors get RGB.
-    assert face.calls == [((512, 512, 3), faces.DEFAULT_MIN_SCORE, 640)]
-    assert plate.calls == [((512, 512, 3), plates.DEFAULT_MIN_SCORE)]
+    defaults = DetectionConfig()
+    assert face.calls == [((512, 512, 3), defaults.face_min_score, 640)]
+    assert plate.calls == [((512, 512, 3), defaults.plate_min_score)]
 
 
 def test_only_requested_targets_and_min_score_override() -> None:
