@@ -57,6 +57,13 @@ class ConflictError(PermanentError):
     http_status = 409
 
 
+class GoneError(PermanentError):
+    """It existed, but not any more (a result past its 24 h, or deleted by its owner)."""
+
+    code = "GONE"
+    http_status = 410
+
+
 class PayloadTooLargeError(PermanentError):
     code = "PAYLOAD_TOO_LARGE"
     http_status = 413

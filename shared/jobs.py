@@ -206,6 +206,8 @@ class JobRecord(BaseModel):
     detections: list[Detection] = Field(default_factory=list)
     blurred_regions: list[list[int]] = Field(default_factory=list)
     result: ResultInfo | None = None
+    # Set when the owner deleted the result before it expired (DELETE /v1/jobs/{id}).
+    result_deleted_at: datetime | None = None
     error: JobError | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
 

@@ -13,13 +13,14 @@ from aiohttp import web
 
 from gateway import api4ai
 from gateway.auth import authenticate
+from gateway.backends import redis_errors
 from gateway.callbacks import parse_callback_url
 from gateway.inputs import StoredImage, UploadedImage, UrlImage, read_submission
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
 from gateway.state import SETTINGS, STORE, SUBMITTER, URL_FETCHER
-from shared.errors import ConflictError
-from shared.jobs import JobRecord, JobStatus, ObjectRef
+from shared.errors import ConflictError, GoneError
+from shared.jobs import JobRecord, JobStatus, ObjectRef, utcnow
 
 routes = web.RouteTableDef()
 
@@ -84,9 +85,30 @@ async def job_view(request: web.Request, record: JobRecord, output: str) -> dict
 async def get_result(request: web.Request) -> web.Response:
     key = await authenticate(request)
     record = await request.config_dict[SUBMITTER].get(request.match_info["job_id"], key.id)
+    if record.result_deleted_at is not None:
+        raise GoneError("the result was deleted by its owner", code="RESULT_DELETED")
     if record.status is JobStatus.SUCCEEDED and record.result is not None:
+        if record.result.expires_at <= utcnow():
+            raise GoneError("the result has expired (results are kept for 24 h)", code="RESULT_EXPIRED")
         return web.Response(status=302, headers={"Location": record.result.url})
     if record.status is JobStatus.FAILED:
         message = record.error.message if record.error else "the job failed"
         raise ConflictError(message, code="JOB_FAILED")
     raise ConflictError(f"the job is {record.status.value}; poll {job_path(record.id)} until it has finished")
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_result(request: web.Request) -> web.Response:
+    """Delete a finished job's result now rather than at its 24 h expiry (the job record stays)."""
+    key = await authenticate(request)
+    submitter = request.config_dict[SUBMITTER]
+    record = await submitter.get(request.match_info["job_id"], key.id)
+    if not record.status.finished:
+        raise ConflictError(f"the job is {record.status.value}; delete it once it has finished")
+    if record.result is not None:
+        await asyncio.to_thread(request.config_dict[STORE].delete, record.result.key)
+        record.result = None
+        record.result_deleted_at = utcnow()
+        with redis_errors("updating the job"):
+            await submitter.jobs.put(record)
+    return web.Response(status=204)
