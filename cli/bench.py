@@ -247,7 +247,14 @@ def _machine() -> dict[str, Any]:
 @click.option("--api-key", envvar="VEIL_API_KEY", default=None, help="Or VEIL_API_KEY.")
 @click.option("--skip-model", is_flag=True, help="Only (b), e.g. against a remote deployment.")
 @click.option("--skip-service", is_flag=True, help="Only (a).")
-@click.option("--poll", "poll_s", type=float, default=0.1, show_default=True, help="Job poll interval, s.")
+@click.option(
+    "--poll",
+    "poll_s",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Job poll interval, s (polls cost the service CPU too; latency is measured to this resolution).",
+)
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.pass_obj

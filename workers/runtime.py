@@ -172,8 +172,8 @@ def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int
 
     CPU: one lane per core, each session single-threaded (``intra_op_threads=1``): images run side by
     side, one per core, codecs included, with no thread pool to synchronise or oversubscribe; a batch of n
-    costs n passes on a CPU, so batching is off. GPU: a few lanes so decode/blur/encode on the CPU overlap
-    inference, and concurrent passes are micro-batched.
+    costs n passes on a CPU, so batching is off. GPU: as many lanes as the batch size (decode/blur/encode
+    on the CPU overlap inference, and enough calls arrive together to fill a batch), micro-batched.
     """
     providers = select_providers(
         list(settings.providers),
@@ -182,11 +182,12 @@ def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int
         require_gpu=settings.require_gpu,
     )
     on_gpu = providers[0] in GPU_PROVIDERS and providers[0] != "OpenVINOExecutionProvider"
-    lanes = settings.inference_lanes or (4 if on_gpu else cores)
+    max_batch = settings.max_batch or (8 if on_gpu else 1)
+    # A lane makes one model call at a time, so a batch of n needs n lanes feeding it.
+    lanes = settings.inference_lanes or (max(4, max_batch) if on_gpu else cores)
     intra = settings.intra_op_threads or (0 if on_gpu else max(1, cores // lanes))
     # Spinning threads burn the cores the other lanes need; only worth it for a lone session.
     allow_spinning = lanes == 1
-    max_batch = settings.max_batch or (8 if on_gpu else 1)
     plate = settings.plate_model
     if plate == "auto":
         plate = "fp16" if on_gpu else ("int8" if fast_int8 else "fp32")

@@ -152,7 +152,7 @@ def test_plan_on_gpu_batches_and_keeps_float16() -> None:
     chosen = plan(_worker(), GPU_BUILD, cores=8, fast_int8=True)
     assert chosen.providers == [CUDA, CPU] and chosen.on_gpu
     assert chosen.plate_model == "fp16"
-    assert chosen.max_batch == 8 and chosen.lanes == 4
+    assert chosen.max_batch == 8 and chosen.lanes == 8  # one lane per batch slot
     trt = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
     assert trt.providers[0] == TENSORRT and trt.on_gpu
 
@@ -195,3 +195,14 @@ def test_create_session_without_spinning(tmp_path: Path) -> None:
     session = create_session(model, [CPU], intra_op_threads=2, model_dir=tmp_path, allow_spinning=False)
     (out,) = session.run(None, {"x": np.array([[3.0, -2.0]], dtype=np.float32)})
     assert out.tolist() == [[3.0, 0.0]]
+
+
+def test_effective_max_jobs_keeps_lanes_fed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import main as worker_main
+
+    monkeypatch.setattr(worker_main, "cpu_count", lambda: 2)
+    monkeypatch.setattr(worker_main, "cpu_has_fast_int8", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: CPU_BUILD)
+    assert worker_main.effective_max_jobs(load_settings()) == 8  # 4 per lane, 2 lanes
+    monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_BUILD)
+    assert worker_main.effective_max_jobs(load_settings()) == 16  # two batches of 8
