@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from shared.errors import PayloadTooLargeError, PermanentError, ValidationError
 from shared.jobs import ImageFormat
+from workers import metadata
 
 Pixels = npt.NDArray[Any]  # uint8 or uint16; HxW, HxWx3 (BGR) or HxWx4 (BGRA)
 BGR = npt.NDArray[np.uint8]
@@ -107,52 +108,7 @@ def probe(data: bytes) -> tuple[ImageFormat, int, int]:
     return fmt, size[0], size[1]
 
 
-# -- EXIF orientation for PNG/WebP (OpenCV applies it to JPEG itself) ---------------------------------------
-
-
-def _tiff_orientation(tiff: bytes) -> int:
-    if tiff.startswith(b"Exif\x00\x00"):
-        tiff = tiff[6:]
-    if tiff[:4] == b"II*\x00":
-        order = "<"
-    elif tiff[:4] == b"MM\x00*":
-        order = ">"
-    else:
-        return 1
-    try:
-        (ifd,) = struct.unpack(order + "I", tiff[4:8])
-        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
-        for n in range(count):
-            entry = ifd + 2 + 12 * n
-            tag, kind = struct.unpack(order + "HH", tiff[entry : entry + 4])
-            if tag == 0x0112 and kind == 3:  # Orientation, SHORT
-                (value,) = struct.unpack(order + "H", tiff[entry + 8 : entry + 10])
-                return value if 1 <= value <= 8 else 1
-    except struct.error:
-        return 1
-    return 1
-
-
-def _exif_chunk(data: bytes, fmt: ImageFormat) -> bytes | None:
-    if fmt is ImageFormat.PNG:
-        i = 8
-        while i + 8 <= len(data):
-            (length,) = struct.unpack(">I", data[i : i + 4])
-            kind = data[i + 4 : i + 8]
-            if kind == b"eXIf":
-                return data[i + 8 : i + 8 + length]
-            if kind == b"IEND":
-                break
-            i += 12 + length
-    elif fmt is ImageFormat.WEBP and data[12:16] == b"VP8X":  # only extended WebP carries EXIF
-        i = 12
-        while i + 8 <= len(data):
-            kind = data[i : i + 4]
-            (length,) = struct.unpack("<I", data[i + 4 : i + 8])
-            if kind == b"EXIF":
-                return data[i + 8 : i + 8 + length]
-            i += 8 + length + (length & 1)
-    return None
+# -- orientation (OpenCV applies EXIF orientation to JPEG itself; PNG/WebP are turned here) -------------
 
 
 def apply_orientation(pixels: Pixels, orientation: int) -> Pixels:
@@ -204,9 +160,9 @@ def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
     if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
         raise ValidationError(_UNDECODABLE)
     if fmt is not ImageFormat.JPEG:
-        exif = _exif_chunk(data, fmt)
+        exif = metadata.exif_payload(data, fmt)
         if exif:
-            pixels = apply_orientation(pixels, _tiff_orientation(exif))
+            pixels = apply_orientation(pixels, metadata.orientation(exif))
     h, w = pixels.shape[:2]
     return DecodedImage(pixels=pixels, bgr=to_bgr8(pixels), format=fmt, width=w, height=h)
 

@@ -3,15 +3,14 @@
 * :func:`strength_sigma` — Plate Recognizer's blur intensity (0 = don't blur, 1..10) → Gaussian sigma;
 * :func:`warp_logo` — a logo warped onto a plate's quadrilateral (Plate Recognizer's ``logo``);
 * :func:`exclusion_filter` — drop detections whose centre is in an excluded margin or box;
-* :func:`split_chunks` / :func:`detect_in_chunks` — detection on overlapping horizontal chunks of a
-  panorama (``split`` / ``overlap``), merged back into image coordinates.
+* :func:`split_chunks` — overlapping horizontal chunks of a panorama (``split`` / ``overlap``); the pipeline
+  runs them as tiles (:mod:`workers.tiling`) besides its usual passes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -20,7 +19,7 @@ import numpy.typing as npt
 
 from shared.errors import ValidationError
 from shared.jobs import Exclusion
-from workers.detectors.base import Polygon, RawDetection, nms
+from workers.detectors.base import Polygon, RawDetection
 
 Pixels = npt.NDArray[Any]
 Region = tuple[int, int, int, int]
@@ -144,49 +143,3 @@ def split_chunks(width: int, height: int, overlap_percent: float) -> list[tuple[
     count = math.ceil((width - chunk) / max(step, 1.0)) + 1
     starts = np.linspace(0, width - chunk, count)
     return [(round(s), round(s) + chunk) for s in starts]
-
-
-def _shift(det: RawDetection, dx: int) -> RawDetection:
-    x1, y1, x2, y2 = det.box
-    polygon = tuple((x + dx, y) for x, y in det.polygon) if det.polygon else det.polygon
-    return replace(det, box=(x1 + dx, y1, x2 + dx, y2), polygon=polygon)
-
-
-def detect_in_chunks(
-    detect: Callable[[npt.NDArray[np.uint8]], list[RawDetection]],
-    rgb: npt.NDArray[np.uint8],
-    chunks: Sequence[tuple[int, int]],
-    *,
-    iou: float = CHUNK_NMS_IOU,
-) -> list[RawDetection]:
-    """Run ``detect`` on each chunk of ``rgb``; boxes back in image coordinates, duplicates from the
-    overlaps removed per label (best score kept)."""
-    if len(chunks) <= 1:
-        return detect(rgb)
-    width = rgb.shape[1]
-    whole: list[RawDetection] = []
-    cut: list[RawDetection] = []  # touching a chunk edge inside the image: maybe part of an object
-    for x1, x2 in chunks:
-        part = np.ascontiguousarray(rgb[:, x1:x2])
-        for det in detect(part):
-            at_edge = (x1 > 0 and det.box[0] <= 1) or (x2 < width and det.box[2] >= x2 - x1 - 1)
-            (cut if at_edge else whole).append(_shift(det, x1))
-    # A cut detection is dropped when a whole one of the same label covers most of it (the object was
-    # seen entirely in a neighbouring chunk); otherwise it is kept (objects wider than the overlap).
-    found = whole + [det for det in cut if not any(_covered(det, other) for other in whole)]
-    merged: list[RawDetection] = []
-    for label in dict.fromkeys(det.label for det in found):
-        same = [det for det in found if det.label == label]
-        keep = nms([det.box for det in same], [det.score for det in same], iou)
-        merged.extend(same[int(i)] for i in keep)
-    return merged
-
-
-def _covered(det: RawDetection, other: RawDetection, ratio: float = 0.5) -> bool:
-    if det.label != other.label:
-        return False
-    ax1, ay1, ax2, ay2 = det.box
-    bx1, by1, bx2, by2 = other.box
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    area = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
-    return area > 0 and inter / area >= ratio

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ import onnxruntime as ort
 from shared.errors import DetectionError, ModelsNotReadyError, VeilError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from shared.settings import WorkerSettings
-from workers import imageops, tiling
+from workers import imageops, metadata, overlays, tiling
 from workers.detectors import faces as faces_mod
 from workers.detectors import plates as plates_mod
 from workers.detectors.base import BoxF, RawDetection
@@ -190,8 +190,16 @@ class Anonymizer:
         return found
 
     def run(
-        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        logo: bytes | None = None,
     ) -> AnonymizeResult:
+        """Decode, detect what ``options.targets`` asks for, blur (or, at strength 0, only report), put the
+        ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes."""
         timings: dict[str, float] = {}
 
         @contextmanager
@@ -205,34 +213,60 @@ class Anonymizer:
         with timed("decode"):
             image = imageops.decode(data, max_pixels=max_pixels)  # ValidationError / PayloadTooLargeError
             rgb = np.ascontiguousarray(cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+            logo_bgra = overlays.decode_logo(logo) if logo is not None else None
 
-        detections: list[RawDetection] = []
-        boxes: list[BoxF] = []
+        # Panoramas (`split`): overlapping full-height chunks run as extra tiles besides the usual passes.
+        chunks = (
+            overlays.split_chunks(image.width, image.height, options.split_overlap) if options.split else []
+        )
+        split_tiles = [(x1, 0, x2, image.height) for x1, x2 in chunks] if len(chunks) > 1 else []
+
+        def search(what: str, detect: tiling.Detect, iou: float) -> list[RawDetection]:
+            def passes() -> list[RawDetection]:
+                found = detect(rgb)
+                if split_tiles:
+                    found = tiling.merge(found + tiling.detect_tiled(rgb, detect, split_tiles), iou)
+                return found
+
+            found = _detect(what, passes)
+            return overlays.exclusion_filter(found, options.exclusion, image.width, image.height)
+
+        faces: list[RawDetection] = []
+        plates: list[RawDetection] = []
         if Target.FACES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.face_min_score
+            side = options.face_max_side or face_max_side
             with timed("detect_faces"):
-                found = _detect("face", lambda: self.detect_faces(rgb, score, face_max_side))
-            detections.extend(found)
-            boxes.extend(head_cover(det.box, self.config.face_head_margin) for det in found)
+                faces = search("face", lambda px: self.detect_faces(px, score, side), faces_mod.NMS_IOU)
         if Target.PLATES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.plate_min_score
             with timed("detect_plates"):
-                found = _detect("plate", lambda: self.detect_plates(rgb, score))
-            detections.extend(found)
-            boxes.extend(plate_cover(det) for det in found)
+                plates = search("plate", lambda px: self.detect_plates(px, score), plates_mod.NMS_IOU)
 
         try:
             with timed("blur"):
-                regions = imageops.regions_from_boxes(
-                    boxes,
-                    padding=options.padding,
-                    shrink=options.shrink,
-                    width=image.width,
-                    height=image.height,
-                )
-                pixels = imageops.blur_regions(image.pixels, regions, options.blur)
+                margin = self.config.face_head_margin
+                face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
+                plate_regions = self._regions([plate_cover(d) for d in plates], options, image)
+                pixels = image.pixels
+                blurred: list[Region] = []
+                for regions, strength in (
+                    (face_regions, options.face_strength),
+                    (plate_regions, options.plate_strength),
+                ):
+                    pixels, done = _blur(pixels, regions, strength, options.blur)
+                    blurred.extend(done)
+                if logo_bgra is not None and plates:
+                    for det in plates:
+                        pixels = overlays.warp_logo(pixels, logo_bgra, det.polygon or _corners(det.box))
+                    # The logo changed pixels inside the plates' regions, blurred or not.
+                    blurred.extend(region for region in plate_regions if region not in blurred)
             with timed("encode"):
                 encoded = imageops.encode(pixels, image.format)
+                if options.keep_metadata:
+                    exif = metadata.exif_payload(data, image.format)
+                    if exif is not None:
+                        encoded = metadata.with_exif(encoded, image.format, metadata.upright(exif))
         except VeilError:
             raise
         except Exception as exc:  # an OpenCV failure here must not leak un-blurred bytes either
@@ -244,10 +278,37 @@ class Anonymizer:
             format=image.format,
             width=image.width,
             height=image.height,
-            detections=detections,
-            regions=regions,
+            detections=faces + plates,
+            regions=blurred,
             timings_ms=timings,
         )
+
+    @staticmethod
+    def _regions(boxes: list[BoxF], options: BlurOptions, image: imageops.DecodedImage) -> list[Region]:
+        return imageops.regions_from_boxes(
+            boxes, padding=options.padding, shrink=options.shrink, width=image.width, height=image.height
+        )
+
+
+def _corners(box: BoxF) -> tuple[tuple[float, float], ...]:
+    x1, y1, x2, y2 = box
+    return ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
+
+
+def _blur(
+    pixels: npt.NDArray[Any], regions: list[Region], strength: int | None, sigma: float | None
+) -> tuple[npt.NDArray[Any], list[Region]]:
+    """Blur ``regions``: with the request's sigma, or per region from a 1..10 strength; strength 0 means
+    report but leave the pixels alone. Returns the pixels and the regions actually blurred."""
+    if strength is None:
+        return imageops.blur_regions(pixels, regions, sigma), list(regions)
+    done: list[Region] = []
+    for region in regions:
+        region_sigma = overlays.strength_sigma(strength, region)
+        if region_sigma is not None:
+            pixels = imageops.blur_regions(pixels, [region], region_sigma)
+            done.append(region)
+    return pixels, done
 
 
 def _detect(what: str, call: Callable[[], list[RawDetection]]) -> list[RawDetection]:

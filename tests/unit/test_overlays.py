@@ -13,7 +13,6 @@ from shared.jobs import Exclusion
 from workers.detectors.base import RawDetection
 from workers.overlays import (
     decode_logo,
-    detect_in_chunks,
     exclusion_filter,
     order_corners,
     split_chunks,
@@ -116,23 +115,3 @@ def test_split_chunks() -> None:
     assert len(split_chunks(4000, 600, 50)) > len(chunks)
     with pytest.raises(ValueError, match="overlap"):
         split_chunks(4000, 600, 100)
-
-
-def test_detect_in_chunks_offsets_and_dedupes() -> None:
-    rgb = np.zeros((100, 400, 3), np.uint8)
-    rgb[40:60, 170:200] = 255  # one bright "plate" in the overlap of two chunks
-
-    def detect(part: np.ndarray) -> list[RawDetection]:
-        ys, xs = np.nonzero(part[:, :, 0])
-        if xs.size == 0:
-            return []
-        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        return [RawDetection("plate", 0.8, box, (box[:2], (box[2], box[1]), box[2:], (box[0], box[3])))]
-
-    chunks = split_chunks(400, 100, 50)
-    assert len(chunks) > 2
-    found = detect_in_chunks(detect, rgb, chunks)
-    assert len(found) == 1
-    assert found[0].box == (170.0, 40.0, 200.0, 60.0)
-    assert found[0].polygon is not None and found[0].polygon[0] == (170.0, 40.0)
-    assert detect_in_chunks(detect, rgb, [(0, 400)]) == detect(rgb)

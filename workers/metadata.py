@@ -1,0 +1,115 @@
+"""EXIF, read and carried over: where it sits in each format, its orientation, and copying it into an
+encoded result (``keep_metadata``). Pure bytes in, bytes out.
+
+Pixels are always turned upright before detection, so a kept EXIF block gets Orientation = 1; otherwise
+viewers would rotate the result a second time.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from shared.jobs import ImageFormat
+
+_EXIF_HEADER = b"Exif\x00\x00"
+_ORIENTATION_TAG = 0x0112
+_SHORT = 3
+
+
+def exif_payload(data: bytes, fmt: ImageFormat) -> bytes | None:
+    """The TIFF-structured EXIF block of an encoded image (without JPEG's ``Exif\\0\\0`` header), if any."""
+    payload: bytes | None = None
+    if fmt is ImageFormat.JPEG:
+        i = 2
+        while i + 4 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker in (0xD9, 0xDA):  # end of image, start of scan: no more metadata segments
+                break
+            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+            segment = data[i + 4 : i + 2 + length]
+            if marker == 0xE1 and segment.startswith(_EXIF_HEADER):
+                payload = segment
+                break
+            i += 2 + length
+    elif fmt is ImageFormat.PNG:
+        i = 8
+        while i + 8 <= len(data):
+            (length,) = struct.unpack(">I", data[i : i + 4])
+            kind = data[i + 4 : i + 8]
+            if kind == b"eXIf":
+                payload = data[i + 8 : i + 8 + length]
+                break
+            if kind == b"IEND":
+                break
+            i += 12 + length
+    elif fmt is ImageFormat.WEBP and data[12:16] == b"VP8X":  # only extended WebP carries EXIF
+        i = 12
+        while i + 8 <= len(data):
+            kind = data[i : i + 4]
+            (length,) = struct.unpack("<I", data[i + 4 : i + 8])
+            if kind == b"EXIF":
+                payload = data[i + 8 : i + 8 + length]
+                break
+            i += 8 + length + (length & 1)
+    if payload is not None and payload.startswith(_EXIF_HEADER):
+        payload = payload[len(_EXIF_HEADER) :]
+    return payload or None
+
+
+def _orientation_entry(tiff: bytes) -> tuple[str, int] | None:
+    """(byte order, offset of the Orientation value) in IFD0, if the tag is there as a SHORT."""
+    if tiff[:4] == b"II*\x00":
+        order = "<"
+    elif tiff[:4] == b"MM\x00*":
+        order = ">"
+    else:
+        return None
+    try:
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        for n in range(count):
+            entry = ifd + 2 + 12 * n
+            tag, kind = struct.unpack(order + "HH", tiff[entry : entry + 4])
+            if tag == _ORIENTATION_TAG and kind == _SHORT:
+                return order, entry + 8
+    except struct.error:
+        return None
+    return None
+
+
+def orientation(tiff: bytes) -> int:
+    """EXIF Orientation 1..8 (1 when absent or unreadable)."""
+    found = _orientation_entry(tiff)
+    if found is None:
+        return 1
+    order, offset = found
+    (value,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(tiff: bytes) -> bytes:
+    """The EXIF block with Orientation set to 1 (the pixels were already turned)."""
+    found = _orientation_entry(tiff)
+    if found is None:
+        return tiff
+    order, offset = found
+    return tiff[:offset] + struct.pack(order + "H", 1) + tiff[offset + 2 :]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def with_exif(encoded: bytes, fmt: ImageFormat, tiff: bytes) -> bytes:
+    """``encoded`` (as written by the encoder: no metadata) with the EXIF block added. JPEG and PNG; WebP is
+    returned unchanged (its container would need rewriting)."""
+    if fmt is ImageFormat.JPEG:
+        segment = _EXIF_HEADER + tiff
+        if len(segment) + 2 > 0xFFFF:
+            return encoded  # too large for one APP1 segment: drop rather than corrupt
+        return encoded[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + encoded[2:]
+    if fmt is ImageFormat.PNG:
+        ihdr_end = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]
+        return encoded[:ihdr_end] + _png_chunk(b"eXIf", tiff) + encoded[ihdr_end:]
+    return encoded
