@@ -23,7 +23,13 @@ class Runner(Protocol):
     providers: list[str]
 
     def run(
-        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        logo: bytes | None = None,
     ) -> AnonymizeResult: ...
 
 

@@ -224,11 +224,19 @@ class Engine:
         self._all[0].warm_up()
 
     def run(
-        self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        logo: bytes | None = None,
     ) -> AnonymizeResult:
         anonymizer = self._free.get()
         try:
-            return anonymizer.run(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+            return anonymizer.run(
+                data, options, max_pixels=max_pixels, face_max_side=face_max_side, logo=logo
+            )
         finally:
             self._free.put(anonymizer)
 

@@ -82,6 +82,20 @@ async def _finish(state: WorkerContext, request: JobRequest, record: JobRecord) 
             log.warning("could not delete original of job %s", request.id)
 
 
+async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None:
+    """A facade's logo for the plates (Plate Recognizer's ``logo``), stored by the gateway as an upload."""
+    key = request.options.logo_key
+    if key is None:
+        return None
+    if not key.startswith(state.settings.s3.uploads_prefix + "logo-"):
+        raise ValidationError("logo_key must name a logo stored by the gateway")
+    try:
+        stored = await asyncio.to_thread(state.store.get, key, None, state.settings.limits.max_upload_bytes)
+    except NotFoundError as exc:
+        raise ValidationError("the logo is no longer in the store", code="SOURCE_MISSING") from exc
+    return stored.body
+
+
 async def _process(state: WorkerContext, request: JobRequest, record: JobRecord) -> None:
     settings = state.settings
     t0 = time.perf_counter()
@@ -93,6 +107,7 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
         raise ValidationError("the uploaded image is no longer in the store", code="SOURCE_MISSING") from exc
     except ValueError as exc:
         raise ValidationError(str(exc), code="PAYLOAD_TOO_LARGE") from exc
+    logo = await _fetch_logo(state, request)
     fetch_ms = (time.perf_counter() - t0) * 1000
 
     loop = asyncio.get_running_loop()
@@ -103,6 +118,7 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
             request.options,
             max_pixels=settings.limits.max_pixels,
             face_max_side=settings.worker.face_max_side,
+            logo=logo,
         ),
     )
     try:

@@ -7,6 +7,8 @@ import base64
 from collections.abc import AsyncIterator
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -65,3 +67,35 @@ async def test_upload_url_without_intensities(live_stack: LiveStack, image_serve
         result = await r.json()
     assert result["blur"] is None  # detect only
     assert len(result["plates"]) >= 1
+
+
+async def test_logo_lands_on_the_plate_and_exclusions_hide_detections(live_stack: LiveStack) -> None:
+    red = np.zeros((40, 120, 3), np.uint8)
+    red[:, :, 2] = 255
+    ok, logo = cv2.imencode(".png", red)
+    assert ok
+    body = aiohttp.FormData()
+    body.add_field("upload", PLATE_JPEG, filename="car.jpg", content_type="image/jpeg")
+    body.add_field("logo", logo.tobytes(), filename="logo.png", content_type="image/png")
+    body.add_field("plates", "5")
+    headers = {"Authorization": f"Token {live_stack.api_key}"}
+    async with aiohttp.ClientSession(live_stack.url) as http:
+        async with http.post("/v1/blur", data=body, headers=headers) as r:
+            result = await r.json()
+            assert r.status == 200, result
+        blurred = cv2.imdecode(np.frombuffer(base64.b64decode(result["blur"]["base64"]), np.uint8), 1)
+        assert blurred is not None
+        x1, y1, x2, y2 = PLATE_BOX
+        b, g, red_channel = blurred[(y1 + y2) // 2, (x1 + x2) // 2].astype(int)
+        assert red_channel > 180
+        assert b < 90
+        assert g < 90
+        # The bottom 60 % of the image excluded: the plate (low in the frame) is neither blurred nor reported.
+        form = aiohttp.FormData()
+        form.add_field("upload", PLATE_JPEG, filename="car.jpg", content_type="image/jpeg")
+        form.add_field("plates", "10")
+        form.add_field("eb", "60")
+        async with http.post("/v1/blur", data=form, headers=headers) as r:
+            excluded = await r.json()
+            assert r.status == 200, excluded
+    assert excluded["plates"] == []
