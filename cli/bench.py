@@ -134,7 +134,10 @@ async def end_to_end(
     concurrency: int,
     poll_s: float,
     timeout_s: float,
+    wait_s: float = 0.0,
 ) -> Phase:
+    """``wait_s > 0`` asks the gateway to hold the upload's answer until the job finishes (its ``wait``
+    option, polled server-side from Redis); jobs still running then are polled over HTTP as usual."""
     import aiohttp
 
     headers = {"X-API-Key": api_key}
@@ -150,20 +153,21 @@ async def end_to_end(
         form = aiohttp.FormData()
         form.add_field("image", data, filename=name)
         form.add_field("targets", ",".join(targets))
+        if wait_s > 0:
+            form.add_field("wait", f"{wait_s:g}")
         async with http.post("/v1/jobs", data=form, headers=headers) as response:
             created = await response.json(content_type=None)
-            if response.status != 202:
+            if response.status not in (200, 202):
                 failures.append(f"{name}: HTTP {response.status} {created}")
                 return
+        job = created
         job_url = f"/v1/jobs/{created['id']}"
         deadline = start + timeout_s
-        while True:
+        while job.get("status") not in ("succeeded", "failed"):
             await asyncio.sleep(poll_s)
             async with http.get(job_url, headers=headers) as response:
                 job = await response.json(content_type=None)
-            if job.get("status") in ("succeeded", "failed"):
-                break
-            if time.perf_counter() > deadline:
+            if job.get("status") not in ("succeeded", "failed") and time.perf_counter() > deadline:
                 failures.append(f"{name}: not finished within {timeout_s:g}s")
                 return
         if job["status"] != "succeeded":
@@ -189,6 +193,7 @@ async def end_to_end(
     phase = summarize(latencies, elapsed, failed=len(failures))
     phase.extra = {
         "concurrency": concurrency,
+        "wait_s": wait_s,
         "worker_p50_ms": round(statistics.median(worker_ms), 1) if worker_ms else 0.0,
         "failures": failures[:5],
     }
@@ -255,6 +260,14 @@ def _machine() -> dict[str, Any]:
     show_default=True,
     help="Job poll interval, s (polls cost the service CPU too; latency is measured to this resolution).",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Ask the gateway to answer the upload when the job is done (0: poll only).",
+)
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.pass_obj
@@ -269,6 +282,7 @@ def bench(
     skip_model: bool,
     skip_service: bool,
     poll_s: float,
+    wait_s: float,
     timeout_s: float,
     as_json: bool,
 ) -> None:
@@ -295,7 +309,7 @@ def bench(
         if not url or not api_key:
             raise click.ClickException("(b) needs --url (or a `veil up` stack in --data-dir) and --api-key")
         say(f"(b) end-to-end via {url}, concurrency {concurrency} …")
-        e2e = asyncio.run(end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s))
+        e2e = asyncio.run(end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s))
         report["end_to_end"] = asdict(e2e)
         workers, problem = asyncio.run(worker_runtime(settings.redis.url, settings.redis.prefix))
         if problem:
@@ -341,7 +355,10 @@ def _print(report: dict[str, Any]) -> None:
             click.echo(f"    stages p50 ms: {extra['stage_p50_ms']}  share of time: {extra['stage_share']}")
             click.echo(f"    bench process RSS: {extra['rss_mb']} MB")
         else:
-            click.echo(f"    concurrency {extra['concurrency']}, worker time p50 {extra['worker_p50_ms']} ms")
+            click.echo(
+                f"    concurrency {extra['concurrency']}, server-side wait {extra['wait_s']:g} s, "
+                f"worker time p50 {extra['worker_p50_ms']} ms"
+            )
             for failure in extra.get("failures", []):
                 click.echo(f"    failure: {failure}")
     for worker in report.get("workers", []):
