@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -527,7 +528,7 @@ async def test_result_endpoint(
 
     result = ResultInfo(
         url="http://s3.example/results/x.jpg?sig=1",
-        expires_at=utcnow(),
+        expires_at=utcnow() + timedelta(hours=24),
         content_type="image/jpeg",
         key="results/x.jpg",
     )
