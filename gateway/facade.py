@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from PIL import Image
 
 from gateway.backends import redis_errors
-from gateway.inputs import body_limit, read_body
+from gateway.inputs import body_limit, named_parts, read_body, read_part
 from gateway.state import API_KEYS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.urlfetch import FetchedImage
 from shared.apikeys import ApiKey
@@ -106,43 +106,22 @@ async def read_form(request: web.Request, max_file_bytes: int, file_fields: Iter
 
 async def _read_multipart(request: web.Request, max_file_bytes: int, allowed: set[str]) -> Form:
     form = Form()
-    reader = await request.multipart()
-    count = 0
-    while (part := await reader.next()) is not None:
-        count += 1
-        if count > _MAX_FIELDS:
-            raise ValidationError(f"too many multipart fields (at most {_MAX_FIELDS})")
-        if not isinstance(part, BodyPartReader):
-            raise ValidationError("nested multipart bodies are not supported")
-        name = part.name
-        if not name:
-            raise ValidationError("a multipart field has no name")
+    async for name, part in named_parts(request, _MAX_FIELDS):
         if part.filename is not None:
             if name not in allowed:
                 raise ValidationError(f"unexpected file field {name!r}")
             if name in form.files:
                 raise ValidationError(f"file field {name!r} given more than once")
-            data = await _read_part(part, max_file_bytes, f"the file {name!r}")
+            data = await read_part(part, max_file_bytes, f"the file {name!r}")
             form.files[name] = FormFile(data, part.filename, part.headers.get("Content-Type"))
             continue
-        raw = await _read_part(part, _MAX_TEXT_BYTES, f"the field {name!r}")
+        raw = await read_part(part, _MAX_TEXT_BYTES, f"the field {name!r}")
         try:
             text = raw.decode(part.get_charset("utf-8")).strip()
         except (UnicodeDecodeError, LookupError) as exc:
             raise ValidationError(f"field {name!r} is not valid text") from exc
         form.values.setdefault(name, []).append(text)
     return form
-
-
-async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"{what} is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _read_urlencoded(body: bytes) -> Form:

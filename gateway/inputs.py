@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -111,26 +112,13 @@ def _exactly_one(found: dict[str, object]) -> str:
 
 
 async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSubmission:
-    reader = await request.multipart()
     inputs: dict[str, object] = {}
     options: dict[str, object] = {}
-    parts = 0
-    while True:
-        part = await reader.next()
-        if part is None:
-            break
-        parts += 1
-        if parts > _MAX_PARTS:
-            raise ValidationError(f"too many multipart fields (at most {_MAX_PARTS})")
-        if not isinstance(part, BodyPartReader):
-            raise ValidationError("nested multipart bodies are not supported")
-        name = part.name
-        if not name:
-            raise ValidationError("a multipart field has no name")
+    async for name, part in named_parts(request, _MAX_PARTS):
         if name in inputs or name in options:
             raise ValidationError(f"field {name!r} given more than once")
         if name == IMAGE_FIELD:
-            inputs[name] = await _read_part(part, max_upload_bytes)
+            inputs[name] = await read_part(part, max_upload_bytes)
         elif part.filename is not None:
             raise ValidationError(f"unexpected file field {name!r}: send the image in the field 'image'")
         elif name == BASE64_KEY:
@@ -150,21 +138,38 @@ async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSub
     return RawSubmission(_text_input(kind, value, max_upload_bytes), options)
 
 
-async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+async def read_part(part: BodyPartReader, limit: int, what: str = "the image") -> bytes:
+    """One multipart part's body, refusing (413) anything over ``limit`` bytes while it streams."""
     chunks: list[bytes] = []
     size = 0
     while chunk := await part.read_chunk(_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(f"the image is over the limit of {limit} bytes")
+            raise PayloadTooLargeError(f"{what} is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def named_parts(request: web.Request, max_parts: int) -> AsyncIterator[tuple[str, BodyPartReader]]:
+    """The parts of a flat multipart body with their names; 400 for nested bodies, nameless or too many
+    parts."""
+    reader = await request.multipart()
+    count = 0
+    while (part := await reader.next()) is not None:
+        count += 1
+        if count > max_parts:
+            raise ValidationError(f"too many multipart fields (at most {max_parts})")
+        if not isinstance(part, BodyPartReader):
+            raise ValidationError("nested multipart bodies are not supported")
+        if not part.name:
+            raise ValidationError("a multipart field has no name")
+        yield part.name, part
 
 
 async def _read_text(part: BodyPartReader, limit: int, *, oversize_is_413: bool = False) -> str:
     name = part.name
     try:
-        raw = await _read_part(part, limit)
+        raw = await read_part(part, limit)
     except PayloadTooLargeError as exc:
         if oversize_is_413:
             raise
