@@ -4,6 +4,7 @@ async callers run them in a thread (``asyncio.to_thread``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
@@ -40,6 +42,12 @@ def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
         config=config,
     )
     return client
+
+
+def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
+    # Clients see what failed; boto's text (endpoint URLs, bucket names, request ids) goes to the log only.
+    log.warning("%s: %s", what, exc)
+    return StoreUnavailableError(f"{what}; try again later")
 
 
 def _not_found(exc: ClientError) -> bool:
@@ -76,10 +84,10 @@ class ObjectStore:
             self._s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
             if not _not_found(exc):
-                raise StoreUnavailableError(f"object store refused head-bucket: {exc}") from exc
+                raise _unavailable("object store refused head-bucket", exc) from exc
             self._call(lambda: self._s3.create_bucket(Bucket=bucket))
         except BotoCoreError as exc:
-            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+            raise _unavailable("object store unreachable", exc) from exc
 
     def ensure_bucket(self) -> None:
         """Create Veil's bucket if needed and ask the store to expire results after a day."""
@@ -175,9 +183,9 @@ class ObjectStore:
         except ClientError as exc:
             if _not_found(exc):
                 raise NotFoundError(f"bucket {bucket} not found") from exc
-            raise StoreUnavailableError(f"object store listing failed: {exc}") from exc
+            raise _unavailable("object store listing failed", exc) from exc
         except BotoCoreError as exc:
-            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+            raise _unavailable("object store unreachable", exc) from exc
         return keys, False
 
     def delete_older_than(self, prefix: str, age: timedelta, now: datetime) -> int:
@@ -194,7 +202,7 @@ class ObjectStore:
                     self._s3.delete_object(Bucket=self.bucket, Key=item["Key"])
                 deleted += len(stale)
         except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailableError(f"object store sweep failed: {exc}") from exc
+            raise _unavailable("object store sweep failed", exc) from exc
         return deleted
 
     def _call(self, operation: Callable[[], T]) -> T:
@@ -203,6 +211,6 @@ class ObjectStore:
         except ClientError as exc:
             if _not_found(exc):
                 raise NotFoundError("object not found in the store") from exc
-            raise StoreUnavailableError(f"object store error: {exc}") from exc
+            raise _unavailable("object store error", exc) from exc
         except BotoCoreError as exc:
-            raise StoreUnavailableError(f"object store unreachable: {exc}") from exc
+            raise _unavailable("object store unreachable", exc) from exc
