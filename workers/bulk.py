@@ -28,6 +28,7 @@ from shared.queue import enqueue_anonymize
 from shared.storage import ObjectStore
 from workers.context import worker_context
 from workers.imageops import probe
+from workers.notify import enqueue_delivery
 
 log = logging.getLogger("veil.bulk")
 
@@ -76,6 +77,8 @@ async def _queue_child(
                 error=JobError(code=exc.code, message=exc.message),
             )
         )
+        if bulk.callback_url:  # the receiver hears of every child, failed ones included
+            await enqueue_delivery(pool, job_id, bulk.callback_url, queue_name)
         return
     request = child_request(bulk, key, info)
     await bulks.jobs.put_if_absent(JobRecord(id=job_id, owner=bulk.owner, input=info, options=bulk.options))

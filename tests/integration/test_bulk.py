@@ -113,6 +113,7 @@ async def test_bulk_lists_probes_and_queues_children(
         "s3": {"bucket": USER_BUCKET, "prefix": user_prefix},
         "output": {"bucket": "veil-user-output", "prefix": "blurred/"},
         "targets": "faces",
+        "callback_url": "https://hooks.example.com/veil",
     }
     response = await client.post("/v1/bulk", json=body, headers=headers)
     created = await response.json()
@@ -136,6 +137,9 @@ async def test_bulk_lists_probes_and_queues_children(
     assert set(by_key) == {"a.png", "b.png", "sub/c.png", "broken.jpg"}
     assert by_key["broken.jpg"]["status"] == "failed"
     assert by_key["broken.jpg"]["error"]["code"] == "VALIDATION_ERROR"
+    # The child that failed at listing time is still announced to the webhook receiver.
+    broken_id = by_key["broken.jpg"]["id"]
+    assert await pool.zscore(settings.redis.queue_name, f"webhook:{broken_id}") is not None
 
     # Each child is an ordinary job: queued with the probed size, the original kept, the output named.
     child_id = child_job_id(created["id"], user_prefix + "sub/c.png")
