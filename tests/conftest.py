@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from cli.embedded import RedisServer, SeaweedServer, s3_environment, start_redis, start_seaweed
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
+from tests.webhook_receiver import Receiver, running_receiver
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / ".cache" / "models"
@@ -92,3 +93,10 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 that records deliveries."""
+    async with running_receiver() as state:
+        yield state

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,38 +12,14 @@ import cv2
 import numpy as np
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from shared.storage import ObjectStore
 from shared.webhooks import SIGNATURE_HEADER, verify
 from tests.e2e.conftest import LiveStack
 from tests.images import astronaut_bgr, make_plate_scene
+from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.models]
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.url = ""
-        self.deliveries: list[tuple[bytes, str]] = []
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    state = Receiver()
-
-    async def hook(request: web.Request) -> web.Response:
-        state.deliveries.append((await request.read(), request.headers[SIGNATURE_HEADER]))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = str(server.make_url("/hook"))
-    yield state
-    await server.close()
 
 
 def _png(image: Any) -> bytes:
@@ -55,8 +30,8 @@ def _png(image: Any) -> bytes:
 
 async def _wait_for(receiver: Receiver, count: int, within: float = 60) -> None:
     deadline = time.monotonic() + within
-    while len(receiver.deliveries) < count:
-        assert time.monotonic() < deadline, receiver.deliveries
+    while len(receiver.received) < count:
+        assert time.monotonic() < deadline, receiver.received
         await asyncio.sleep(0.1)
 
 
@@ -71,7 +46,8 @@ async def test_native_job_webhook_is_signed(live_stack: LiveStack, receiver: Rec
         created = await response.json()
         assert response.status == 202, created
     await _wait_for(receiver, 1)
-    body, signature = receiver.deliveries[0]
+    body, headers = receiver.received[0]
+    signature = headers[SIGNATURE_HEADER]
     assert verify(live_stack.webhook_secret, signature, body, now=int(time.time()))
     event = orjson.loads(body)
     assert event["event"] == "job.succeeded"
@@ -117,5 +93,5 @@ async def test_bulk_blurs_a_prefix_into_the_output_bucket(
         assert blurred.shape == image.shape
         assert np.abs(blurred.astype(int) - image.astype(int)).max() > 30  # something was blurred
     await _wait_for(receiver, 2)
-    jobs = {orjson.loads(delivery)["job"]["id"] for delivery, _ in receiver.deliveries}
+    jobs = {orjson.loads(delivery)["job"]["id"] for delivery, _ in receiver.received}
     assert jobs == {job["id"] for job in report["jobs"]}

@@ -5,13 +5,10 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from aiohttp import FormData, web
-from aiohttp.test_utils import TestServer
+from aiohttp import FormData
 from arq import Retry
 from redis.asyncio import Redis
 
@@ -22,33 +19,10 @@ from shared.queue import deserialize
 from shared.settings import Settings
 from shared.webhooks import SIGNATURE_HEADER, verify
 from tests.integration.conftest import ClientFactory
+from tests.webhook_receiver import Receiver
 from workers.notify import deliver
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Receiver:
-    url: str
-    status: int = 200
-    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    state = Receiver(url="")
-
-    async def hook(request: web.Request) -> web.Response:
-        state.received.append((await request.read(), dict(request.headers)))
-        return web.Response(status=state.status)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = str(server.make_url("/hook"))
-    yield state
-    await server.close()
 
 
 async def _finished_job(settings: Settings, redis: Redis) -> tuple[str, str]:
