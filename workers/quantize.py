@@ -1,9 +1,12 @@
-"""Derived plate models: float32 with a dynamic batch axis, and an int8 (QDQ, per-channel) variant for CPUs.
+"""Derived plate models: float32 with dynamic axes, and an int8 (QDQ, per-channel) variant for CPUs.
 
-platedet ships as float16 with batch 1 baked in: the input/outputs are 1x..., and the head's Reshape
-targets are constants such as ``[1, 32, -1]`` and ``[1, 4, 16, 8400]``. Rewriting those leading 1s to 0
-("copy this dimension from the input") makes the batch axis truly dynamic; the spatial size stays 640x640
-(the anchor grid of 8400 cells is baked in too).
+platedet ships as float16, 1x3x640x640, with batch 1 and the 640x640 anchor grid (8400 cells) baked into
+its box decoding (constant anchor points and strides, Reshape targets such as ``[1, 4, 16, 8400]``). Every
+derived variant is cut just before that decoding (:func:`cut_plate_head`): the model then ends at the raw
+head outputs, which hold no size, and :mod:`workers.detectors.plates` decodes them for whatever input it
+gave. That makes height and width dynamic, so a 16:9 photo runs as 640x384 instead of 640x640 (40 % less
+work), and only the few candidates above the threshold go through the distance decoding. The remaining
+Reshape targets that bake in batch 1 (``[1, 65, -1]``) get a 0 ("copy this dimension from the input").
 
 CPU kernels for float16 are emulated, so the float32 copy costs the same per pass; int8 with VNNI/AMX is
 what makes the CPU path fast. Static quantization is calibrated on real photos (scikit-image's sample
@@ -54,6 +57,61 @@ def float16_to_float32(model: Any) -> Any:
     for value in [*graph.input, *graph.output, *graph.value_info]:
         if value.type.tensor_type.elem_type == _FLOAT16:
             value.type.tensor_type.elem_type = _FLOAT
+    return model
+
+
+# The head tensors the plate detector decodes itself, under the names the derived models give them.
+PLATE_HEAD = {
+    # b x 65 x anchors: per anchor 4 sides x 16 distance bins (DFL logits) and the plate logit; anchors
+    # are the cells of the stride 8, 16 and 32 grids, row by row, one grid after the other.
+    "raw": "/model.22/Concat_4_output_0",
+    "mask_coeffs": "/model.22/Concat_output_0",  # b x 32 x anchors
+    "mask_protos": "output1",  # b x 32 x H/4 x W/4
+}
+
+
+def cut_plate_head(model: Any, head: dict[str, str] | None = None) -> Any:
+    """Make ``head``'s tensors (new name -> tensor in the export) the model's only outputs and drop what
+    no longer feeds them; the input's height and width become dynamic."""
+    import onnx
+
+    head = PLATE_HEAD if head is None else head
+    graph = model.graph
+    produced = {output for node in graph.node for output in node.output}
+    missing = [tensor for tensor in head.values() if tensor not in produced]
+    if missing:
+        raise ValueError(f"not a platedet export: no {missing}")
+    renamed = {tensor: name for name, tensor in head.items()}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    infos = {info.name: info for info in [*inferred.value_info, *inferred.output]}
+    needed = set(head.values())
+    kept = []
+    for node in reversed(graph.node):
+        if any(output in needed for output in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    kept.reverse()
+    for node in kept:
+        for index, output in enumerate(node.output):
+            if output in renamed:
+                node.output[index] = renamed[output]
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.output[:]
+    for name, tensor in head.items():
+        output = graph.output.add()
+        output.CopyFrom(infos[tensor])
+        output.name = name
+        for axis, dim in enumerate(output.type.tensor_type.shape.dim):
+            if axis != 1:  # channels stay fixed; batch, anchors and spatial sizes follow the input
+                dim.dim_param = f"{name}_{axis}"
+    dims = graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4:
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del graph.value_info[:]
     return model
 
 
@@ -180,19 +238,20 @@ def _save(model: Any, target: Path) -> None:
     os.replace(partial, target)
 
 
-def write_dynamic_batch(source: Path, target: Path) -> None:
-    """platedet in its shipped precision (float16, for GPUs) with a dynamic batch axis."""
+def write_dynamic_plates(source: Path, target: Path, head: dict[str, str] | None = None) -> None:
+    """platedet in its shipped precision (float16, for GPUs), cut before its box decoding, dynamic axes."""
     import onnx
 
-    _save(make_batch_dynamic(onnx.load(str(source))), target)
+    _save(make_batch_dynamic(cut_plate_head(onnx.load(str(source)), head)), target)
 
 
-def write_float32_plates(source: Path, target: Path) -> None:
-    """platedet as float32 with a dynamic batch axis (for CPUs without int8 speed-ups, and as the
-    input to quantization)."""
+def write_float32_plates(source: Path, target: Path, head: dict[str, str] | None = None) -> None:
+    """platedet as float32, cut before its box decoding, dynamic axes (for CPUs without int8 speed-ups,
+    and as the input to quantization)."""
     import onnx
 
-    _save(make_batch_dynamic(float16_to_float32(onnx.load(str(source)))), target)
+    model = cut_plate_head(float16_to_float32(onnx.load(str(source))), head)
+    _save(make_batch_dynamic(model), target)
 
 
 def quantize_int8(

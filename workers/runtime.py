@@ -167,7 +167,9 @@ class Plan:
         }
 
 
-def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int8: bool) -> Plan:
+def plan(
+    settings: WorkerSettings, available: list[str], *, cores: int, fast_int8: bool, fast_bf16: bool = False
+) -> Plan:
     """Decide providers, lanes, threads, batching and model precisions.
 
     CPU: one lane per core, each session single-threaded (``intra_op_threads=1``): images run side by
@@ -191,6 +193,14 @@ def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int
     plate = settings.plate_model
     if plate == "auto":
         plate = "fp16" if on_gpu else ("int8" if fast_int8 else "fp32")
+    face = settings.face_model
+    if face == "auto":
+        face = "bf16" if fast_bf16 and not on_gpu else "fp32"
+    elif face == "bf16" and not fast_bf16:
+        raise ModelsNotReadyError(
+            "face_model bf16 needs the openvino package and a CPU with AMX or AVX-512 BF16; "
+            "use VEIL_WORKER__FACE_MODEL=auto (or fp32)"
+        )
     return Plan(
         providers=providers,
         on_gpu=on_gpu,
@@ -200,7 +210,7 @@ def plan(settings: WorkerSettings, available: list[str], *, cores: int, fast_int
         max_batch=max_batch,
         max_wait_ms=settings.max_wait_ms,
         plate_model=plate,
-        face_model=settings.face_model,
+        face_model=face,
     )
 
 
@@ -251,32 +261,30 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     from workers.detectors.faces import FaceDetector
     from workers.detectors.plates import PlateDetector
     from workers.models import ensure_face_model, ensure_plate_model
+    from workers.openvino_session import OpenVinoSession, bf16_ready
 
     chosen = plan(
         settings,
         list(available if available is not None else ort.get_available_providers()),
         cores=cpu_count(),
         fast_int8=cpu_has_fast_int8(),
+        fast_bf16=bf16_ready(),
     )
     model_dir = Path(settings.model_dir)
     plate_path = ensure_plate_model(model_dir, chosen.plate_model)  # type: ignore[arg-type]
-    face_path = ensure_face_model(model_dir, chosen.face_model)  # type: ignore[arg-type]
+    # bf16 is computed from the float32 weights by OpenVINO at load time.
+    face_variant = "fp32" if chosen.face_model == "bf16" else chosen.face_model
+    face_path = ensure_face_model(model_dir, face_variant)  # type: ignore[arg-type]
     try:
-        sessions = [
-            create_session(
-                path,
-                chosen.providers,
-                intra_op_threads=chosen.intra_op_threads,
-                model_dir=model_dir,
-                allow_spinning=chosen.allow_spinning,
-            )
-            for path in (face_path, plate_path)
-        ]
-    except Exception as exc:  # onnxruntime raises its own, untyped exceptions
+        face_session: Any = (
+            OpenVinoSession(face_path, streams=chosen.lanes, threads_per_stream=chosen.intra_op_threads)
+            if chosen.face_model == "bf16"
+            else _session(face_path, chosen, model_dir)
+        )
+        plate_session: Any = _session(plate_path, chosen, model_dir)
+    except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
-    used = list(dict.fromkeys(name for session in sessions for name in session.get_providers()))
-    face_session: Any = sessions[0]
-    plate_session: Any = sessions[1]
+    used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
     closers: list[Callable[[], None]] = []
     if chosen.max_batch > 1:
         face_session = BatchedSession(
@@ -287,11 +295,27 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         )
         closers = [face_session.close, plate_session.close]
     anonymizers = [
-        _anonymizer(FaceDetector(face_session), PlateDetector(plate_session), used, settings)
+        _anonymizer(
+            FaceDetector(face_session),
+            # Batched calls are padded to one input size, which the plate anchors depend on: square inputs.
+            PlateDetector(plate_session, square=chosen.max_batch > 1),
+            used,
+            settings,
+        )
         for _ in range(chosen.lanes)
     ]
     log.info("inference plan: %s on %s", chosen.describe(), used)
     return Engine(anonymizers, chosen, closers)
+
+
+def _session(path: Path, chosen: Plan, model_dir: Path) -> ort.InferenceSession:
+    return create_session(
+        path,
+        chosen.providers,
+        intra_op_threads=chosen.intra_op_threads,
+        model_dir=model_dir,
+        allow_spinning=chosen.allow_spinning,
+    )
 
 
 def _anonymizer(faces: Any, plates: Any, providers: list[str], settings: WorkerSettings) -> Anonymizer:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from workers.detectors import FaceDetector, PlateDetector
-from workers.models import ModelPaths, ensure_models
+from workers.models import ModelPaths, ensure_models, ensure_plate_model
 from workers.runtime import CPU, create_session
 
 MODEL_DIR = Path(".cache/models")
@@ -25,4 +25,5 @@ def face_detector(model_paths: ModelPaths) -> FaceDetector:
 
 @pytest.fixture(scope="session")
 def plate_detector(model_paths: ModelPaths) -> PlateDetector:
-    return PlateDetector(create_session(model_paths.plates, [CPU], intra_op_threads=0, model_dir=MODEL_DIR))
+    path = ensure_plate_model(MODEL_DIR, "fp32")  # derived: cut before the decoding, any input size
+    return PlateDetector(create_session(path, [CPU], intra_op_threads=0, model_dir=MODEL_DIR))

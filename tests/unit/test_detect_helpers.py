@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from workers.detectors.faces import FaceDetector, decode
-from workers.detectors.plates import PlateDetector
+from workers.detectors.plates import PlateDetector, anchor_grid
+from workers.detectors.plates import decode as plate_decode
 
 
 def test_centerface_decode_one_peak() -> None:
@@ -49,58 +50,91 @@ def test_face_detector_scales_back_and_pads_to_32() -> None:
 
 class _Input:
     name = "images"
-    shape = (1, 3, 640, 640)
+    shape = ("batch", 3, "height", "width")
     type = "tensor(float16)"
 
 
 class _FakePlateSession:
-    def __init__(self, out0: Any, out1: Any) -> None:
-        self.out = [out0, out1]
+    """Answers like a derived platedet model: one plate at a stride-8 anchor (plus a weaker copy of it
+    next door and a candidate below any threshold), sized for whatever input it is given."""
+
+    def __init__(self, mask_on: bool) -> None:
+        self.mask_on = mask_on
         self.feeds: list[Any] = []
+        self.names: list[Any] = []
 
     def get_inputs(self) -> list[_Input]:
         return [_Input()]
 
     def run(self, names: Any, feeds: dict[str, Any]) -> list[Any]:
-        self.feeds.append(feeds["images"])
-        return self.out
+        blob = feeds["images"]
+        self.feeds.append(blob)
+        self.names.append(names)
+        height, width = blob.shape[2:]
+        anchors = sum((height // s) * (width // s) for s in (8, 16, 32))
+        raw = np.full((1, 65, anchors), -20.0, np.float32)
+        cols = width // 8
+        plate = 50 * cols + 40  # stride-8 cell at row 50, column 40: centre (324, 404)
 
+        def box(index: int, left: int, top: int, right: int, bottom: int, logit: float) -> None:
+            raw[0, :64, index] = 0.0
+            for side, bins in enumerate((left, top, right, bottom)):
+                raw[0, side * 16 + bins, index] = 30.0  # softmax of the 16 bins ~ one-hot
+            raw[0, 64, index] = logit
 
-def _plate_outputs(mask_on: bool) -> tuple[Any, Any]:
-    out0 = np.zeros((1, 37, 8400), np.float32)
-    # Two overlapping candidates for one plate at cx=320, cy=400 (letterboxed), 160 x 48, and a weak one.
-    out0[0, :5, 0] = [320, 400, 160, 48, 0.9]
-    out0[0, :5, 1] = [322, 401, 160, 48, 0.7]
-    out0[0, :5, 2] = [100, 100, 50, 20, 0.1]
-    protos = np.full((1, 32, 160, 160), -1.0, np.float32)
-    if mask_on:
-        protos[0, 0, 94:106, 60:100] = 1.0  # the plate's cells: y 376..424, x 240..400 in letterboxed px
-    out0[0, 5, :2] = 10.0  # coefficient 0
-    return out0.astype(np.float16), protos.astype(np.float16)
+        box(plate, 10, 3, 10, 3, float(np.log(0.9 / 0.1)))  # 160 x 48 px: 80 / 24 px each side
+        box(plate + 1, 10, 3, 10, 3, float(np.log(0.7 / 0.3)))
+        box(0, 2, 2, 2, 2, float(np.log(0.1 / 0.9)))
+        coeffs = np.zeros((1, 32, anchors), np.float32)
+        coeffs[0, 0, [plate, plate + 1]] = 10.0
+        protos = np.full((1, 32, height // 4, width // 4), -1.0, np.float32)
+        top = 404 - 24
+        if self.mask_on:
+            protos[0, 0, top // 4 : (top + 48) // 4, 244 // 4 : 404 // 4] = 1.0
+        return [raw.astype(np.float16), coeffs.astype(np.float16), protos.astype(np.float16)]
 
 
 @pytest.mark.parametrize("mask_on", [True, False])
-def test_plate_detector_decodes_and_undoes_letterbox(mask_on: bool) -> None:
-    session = _FakePlateSession(*_plate_outputs(mask_on))
-    image = np.zeros((960, 1280, 3), np.uint8)  # ratio 0.5, padded 80 px top and bottom
+def test_plate_detector_decodes_and_undoes_the_resize(mask_on: bool) -> None:
+    session = _FakePlateSession(mask_on)
+    image = np.zeros((900, 1280, 3), np.uint8)  # ratio 0.5: 640 x 450, padded to 640 x 480, 15 px on top
     (det,) = PlateDetector(session).detect(image, 0.25)
     blob = session.feeds[0]
+    assert session.names[0] == ["raw", "mask_coeffs", "mask_protos"]
     assert blob.dtype == np.float16
-    assert blob.shape == (1, 3, 640, 640)
-    assert float(blob[0, 0, 0, 0]) == pytest.approx(114 / 255, abs=1e-3)  # letterbox padding
+    assert blob.shape == (1, 3, 480, 640)  # its own aspect ratio, sides rounded up to 32
+    assert float(blob[0, 0, 0, 0]) == pytest.approx(114 / 255, abs=1e-3)  # padding
     assert det.score == pytest.approx(0.9, abs=1e-3)
-    assert det.box == pytest.approx((480, 592, 800, 688))
+    # (324 -+ 80, 404 -+ 24) in the input; minus the 15 px of padding on top; divided by 0.5.
+    assert det.box == pytest.approx((488, 730, 808, 826), abs=0.1)
     assert det.polygon is not None
     assert len(det.polygon) == 4
     xs = [p[0] for p in det.polygon]
     ys = [p[1] for p in det.polygon]
-    assert min(xs) >= 480 - 1e-3
-    assert max(xs) <= 800 + 1e-3
-    assert min(ys) >= 592 - 1e-3
-    assert max(ys) <= 688 + 1e-3
+    assert min(xs) >= 488 - 1e-3
+    assert max(xs) <= 808 + 1e-3
+    assert min(ys) >= 730 - 1e-3
+    assert max(ys) <= 826 + 1e-3
     assert max(xs) - min(xs) > 200  # the mask spans most of the box
 
 
+def test_plate_detector_square_letterbox_for_batches() -> None:
+    session = _FakePlateSession(True)
+    image = np.zeros((900, 1280, 3), np.uint8)  # 640 x 450 in a 640 x 640 square: 95 px on top
+    (det,) = PlateDetector(session, square=True).detect(image, 0.25)
+    assert session.feeds[0].shape == (1, 3, 640, 640)
+    assert det.box == pytest.approx((488, 570, 808, 666), abs=0.1)
+
+
 def test_plate_detector_nothing_above_threshold() -> None:
-    session = _FakePlateSession(*_plate_outputs(True))
+    session = _FakePlateSession(True)
     assert PlateDetector(session).detect(np.zeros((100, 100, 3), np.uint8), 0.95) == []
+
+
+def test_plate_anchor_grid_and_a_wrong_sized_output() -> None:
+    centres, strides = anchor_grid(384, 640)
+    assert len(centres) == 48 * 80 + 24 * 40 + 12 * 20
+    assert centres[0].tolist() == [4.0, 4.0] and strides[0] == 8
+    assert centres[-1].tolist() == [624.0, 368.0] and strides[-1] == 32
+    with pytest.raises(ValueError, match="does not fit"):
+        plate_decode(np.zeros((65, 8400), np.float32), 384, 640, 0.25)

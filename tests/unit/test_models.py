@@ -101,7 +101,7 @@ def test_float16_to_float32_and_dynamic_batch(tmp_path: Path) -> None:
     source = tmp_path / "fp16.onnx"
     onnx.save(_yolo_like_fp16(), str(source))
     target = tmp_path / "fp32.onnx"
-    quantize.write_float32_plates(source, target)
+    quantize.write_float32_plates(source, target, head={"y": "y"})
     converted = onnx.load(str(target))
     assert converted.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert converted.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -114,11 +114,29 @@ def test_float16_to_float32_and_dynamic_batch(tmp_path: Path) -> None:
     np.testing.assert_allclose(y[:1], y0.astype(np.float32), atol=2e-2)
 
 
+def test_cut_plate_head_drops_the_decoding_and_frees_the_spatial_size() -> None:
+    model = _yolo_like_fp16()
+    # A tail like platedet's box decoding, with a constant that bakes in the 4x4 grid.
+    grid = numpy_helper.from_array(np.ones((1, 2, 16), np.float16), "grid")
+    model.graph.node.append(helper.make_node("Mul", ["y", "grid"], ["decoded"]))
+    model.graph.initializer.append(grid)
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("decoded", TensorProto.FLOAT16, [1, 2, 16]))
+    cut = quantize.cut_plate_head(model, {"raw": "y"})
+    assert [node.op_type for node in cut.graph.node] == ["Conv", "Reshape"]
+    assert "grid" not in {init.name for init in cut.graph.initializer}
+    assert [output.name for output in cut.graph.output] == ["raw"]
+    dims = cut.graph.input[0].type.tensor_type.shape.dim
+    assert (dims[2].dim_param, dims[3].dim_param) == ("height", "width")
+    with pytest.raises(ValueError, match="not a platedet export"):
+        quantize.cut_plate_head(_yolo_like_fp16())
+
+
 def test_quantize_int8_writes_a_qdq_model_that_runs(tmp_path: Path) -> None:
     fp16 = tmp_path / "fp16.onnx"
     onnx.save(_yolo_like_fp16(), str(fp16))
     fp32 = tmp_path / "fp32.onnx"
-    quantize.write_float32_plates(fp16, fp32)
+    quantize.write_float32_plates(fp16, fp32, head={"y": "y"})
     rng = np.random.default_rng(2)
     blobs = [rng.random((1, 2, 4, 4), dtype=np.float32) for _ in range(4)]
     int8 = tmp_path / "int8.onnx"

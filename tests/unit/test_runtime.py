@@ -148,6 +148,16 @@ def test_plan_without_fast_int8_keeps_float_plates() -> None:
     assert plan(_worker(plate_model="int8"), CPU_BUILD, cores=2, fast_int8=False).plate_model == "int8"
 
 
+def test_plan_faces_bf16_only_where_the_cpu_computes_it() -> None:
+    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True).face_model == "bf16"
+    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False).face_model == "fp32"
+    assert plan(_worker(), GPU_BUILD, cores=8, fast_int8=True, fast_bf16=True).face_model == "fp32"
+    chosen = plan(_worker(face_model="int8"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True)
+    assert chosen.face_model == "int8"
+    with pytest.raises(ModelsNotReadyError, match="bf16"):
+        plan(_worker(face_model="bf16"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False)
+
+
 def test_plan_on_gpu_batches_and_keeps_float16() -> None:
     chosen = plan(_worker(), GPU_BUILD, cores=8, fast_int8=True)
     assert chosen.providers == [CUDA, CPU] and chosen.on_gpu
