@@ -32,6 +32,11 @@ def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
         read_timeout=30,
         retries={"max_attempts": 3, "mode": "standard"},
         max_pool_connections=32,
+        # botocore >= 1.36 computes a CRC32 of every PUT body (sent as a header the store verifies) and
+        # validates one on GETs. SigV4 already hashes the body (SHA-256 over HTTP; TLS protects HTTPS), so
+        # that was an extra pass over each image on both sides: checksum only where S3 requires one.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
     client: S3Client = boto3.session.Session().client(
         "s3",
