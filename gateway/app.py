@@ -49,8 +49,10 @@ async def url_fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def submitter_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[SUBMITTER] = JobSubmitter(app[SETTINGS], app[STORE], app[REDIS])
+    submitter = JobSubmitter(app[SETTINGS], app[STORE], app[REDIS])
+    app[SUBMITTER] = submitter
     yield
+    await submitter.close()
 
 
 def create_app(settings: Settings) -> web.Application:

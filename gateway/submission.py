@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 
 from gateway.backends import redis_errors
 from gateway.imagecheck import inspect_image
+from gateway.jobwatch import FinishedJobs
 from shared.errors import (
     NotFoundError,
     PayloadTooLargeError,
@@ -25,7 +26,7 @@ from shared.errors import (
     VeilError,
 )
 from shared.jobs import BlurOptions, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, finished_channel
 from shared.queue import enqueue_anonymize
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -49,12 +50,20 @@ class JobSubmitter:
         redis: ArqRedis,
         *,
         poll_interval: float = 0.075,
+        fallback_interval: float = 1.0,
     ) -> None:
         self._settings = settings
         self._store = store
         self._redis = redis
         self._jobs = JobStore(redis, settings.redis.prefix)
+        self._finished = FinishedJobs(redis, finished_channel(settings.redis.prefix))
+        # Re-reading a waited-for record: every poll_interval while job notifications are not available,
+        # every fallback_interval while they are (a safety net for a notification lost in a reconnect).
         self.poll_interval = poll_interval
+        self.fallback_interval = fallback_interval
+
+    async def close(self) -> None:
+        await self._finished.close()
 
     @property
     def jobs(self) -> JobStore:
@@ -84,16 +93,21 @@ class JobSubmitter:
         return record
 
     async def wait(self, job_id: str, owner: str, timeout: float) -> JobRecord:  # noqa: ASYNC109
-        """Poll until the job has finished or ``timeout`` seconds have passed; returns the latest record,
-        finished or not (a timeout is an answer here, not an error)."""
+        """Wait until the job has finished or ``timeout`` seconds have passed; returns the latest record,
+        finished or not (a timeout is an answer here, not an error). The record is re-read when the job is
+        announced as finished (:class:`gateway.jobwatch.FinishedJobs`), else polled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        while True:
-            record = await self.get(job_id, owner)
-            remaining = deadline - loop.time()
-            if record.status.finished or remaining <= 0:
-                return record
-            await asyncio.sleep(min(self.poll_interval, remaining))
+        with self._finished.watch(job_id) as announced:
+            while True:
+                announced.clear()
+                record = await self.get(job_id, owner)
+                remaining = deadline - loop.time()
+                if record.status.finished or remaining <= 0:
+                    return record
+                interval = self.fallback_interval if self._finished.listening else self.poll_interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(announced.wait(), min(interval, remaining))
 
     # -- internals ----------------------------------------------------------------------------------------
 

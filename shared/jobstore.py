@@ -1,4 +1,8 @@
-"""Job records in Redis: what clients poll. Written by the gateway (queued) and the worker (the rest)."""
+"""Job records in Redis: what clients poll. Written by the gateway (queued) and the worker (the rest).
+
+Writing a finished record also publishes the job id on :func:`finished_channel` (in the same round trip),
+so a gateway holding requests open for their jobs (``wait``) learns of it without polling every record.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,40 @@ from shared.redisutil import resolve
 # Records outlive their results by a day so a late poll still explains what happened.
 RECORD_TTL_SECONDS = 2 * 24 * 3600
 
+# KEYS: counted marker, usage hash; ARGV: TTL. Marker and count in one atomic step (one round trip).
+_COUNT_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('HINCRBY', KEYS[2], 'images', 1)
+    return 1
+end
+return 0
+"""
+
+
+def finished_channel(prefix: str) -> str:
+    """Pub/sub channel carrying the ids of jobs whose record was just written in a final state."""
+    return f"{prefix}:jobs:finished"
+
 
 class JobStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._channel = finished_channel(prefix)
+        self._count_once = redis.register_script(_COUNT_ONCE)
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
 
     async def put(self, record: JobRecord) -> None:
-        await self._redis.set(
-            self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS
-        )
+        raw = record.model_dump_json(by_alias=True)
+        if not record.status.finished:
+            await self._redis.set(self._key(record.id), raw, ex=RECORD_TTL_SECONDS)
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._key(record.id), raw, ex=RECORD_TTL_SECONDS)
+            pipe.publish(self._channel, record.id)
+            await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.get(self._key(job_id))
@@ -50,9 +75,6 @@ class JobStore:
 
     async def count_success_once(self, job_id: str, owner: str) -> bool:
         """Count a finished job in the owner's usage exactly once, however often it is re-run."""
-        first = await self._redis.set(
-            f"{self._prefix}:counted:{job_id}", b"1", nx=True, ex=RECORD_TTL_SECONDS
-        )
-        if first:
-            await resolve(self._redis.hincrby(f"{self._prefix}:usage:{owner}", "images", 1))
+        keys = [f"{self._prefix}:counted:{job_id}", f"{self._prefix}:usage:{owner}"]
+        first = await resolve(self._count_once(keys=keys, args=[RECORD_TTL_SECONDS]))
         return bool(first)

@@ -546,8 +546,8 @@ async def test_submitter_wait_returns_on_finish_or_timeout(
     settings: Settings, store: ObjectStore, redis: Redis, camera_png: bytes, api_key: tuple[str, str]
 ) -> None:
     connection = connect_redis(settings.redis)
+    submitter = JobSubmitter(settings, store, connection, poll_interval=0.02)
     try:
-        submitter = JobSubmitter(settings, store, connection, poll_interval=0.02)
         record = await submitter.submit(api_key[1], camera_png, BlurOptions(targets=(Target.FACES,)))
         assert record.status is JobStatus.QUEUED
         assert record.input == InputInfo(width=512, height=512, format=ImageFormat.PNG)
@@ -568,6 +568,34 @@ async def test_submitter_wait_returns_on_finish_or_timeout(
         with pytest.raises(NotFoundError):
             await submitter.wait(record.id, "someone-else", timeout=0.1)
     finally:
+        await submitter.close()
+        await connection.aclose(close_connection_pool=True)
+
+
+async def test_submitter_wait_is_woken_by_the_finished_record_not_by_polling(
+    settings: Settings, store: ObjectStore, camera_png: bytes, api_key: tuple[str, str]
+) -> None:
+    connection = connect_redis(settings.redis)
+    # Polls far apart: only the notification published with the finished record can end the wait early.
+    submitter = JobSubmitter(settings, store, connection, poll_interval=30, fallback_interval=30)
+    try:
+        record = await submitter.submit(api_key[1], camera_png, BlurOptions(targets=(Target.FACES,)))
+
+        async def finish_soon() -> None:
+            await asyncio.sleep(0.3)
+            await submitter.jobs.put(record.model_copy(update={"status": JobStatus.RUNNING}))
+            await asyncio.sleep(0.2)
+            await submitter.jobs.put(record.model_copy(update={"status": JobStatus.SUCCEEDED}))
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        finisher = asyncio.create_task(finish_soon())
+        finished = await submitter.wait(record.id, api_key[1], timeout=20)
+        await finisher
+        assert finished.status is JobStatus.SUCCEEDED
+        assert loop.time() - started < 5
+    finally:
+        await submitter.close()
         await connection.aclose(close_connection_pool=True)
 
 

@@ -1,0 +1,95 @@
+"""Requests held open until their job finishes (``wait``): one Redis subscription per gateway process.
+
+Writers of finished records publish the job id (:func:`shared.jobstore.finished_channel`); one listener
+task wakes the requests waiting for that id, which then read the record once. Without it every waiting
+request polled its record every 75 ms, which on a small machine cost more CPU than the upload itself.
+
+Notifications are a shortcut, never the only path: while the subscription is not confirmed (Redis down,
+reconnecting) waiters poll at the short interval as before, and while it is they still re-read their
+record every ``fallback_interval`` seconds, so a message lost in a reconnect only delays an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+
+
+class FinishedJobs:
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.listening = False  # subscribed, confirmed by Redis
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when ``job_id`` is announced as finished (or the subscription was renewed and
+        waiters should look again). Register before reading the record, so no announcement is missed."""
+        self._ensure_listener()
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._waiters.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiters[job_id]
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _ensure_listener(self) -> None:
+        # Started on first use, not at start-up: the gateway starts (and answers 503) while Redis is down.
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._listen(), name="finished-jobs")
+
+    def _wake(self, job_id: str) -> None:
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    while True:
+                        # A bounded read: a dead connection surfaces as an error instead of a silent hang.
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is None:
+                            continue
+                        if message["type"] == "message":
+                            data = message["data"]
+                            self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                        elif message["type"] == "subscribe":
+                            self.listening = True
+                            self._wake_all()  # anything finished before this point: look once more
+            except asyncio.CancelledError:
+                self.listening = False
+                raise
+            except Exception as exc:  # Redis down or restarting: waiters poll meanwhile
+                if self.listening:
+                    log.warning("job notifications interrupted: %s", exc)
+                self.listening = False
+                self._wake_all()
+                await asyncio.sleep(RETRY_SECONDS)
