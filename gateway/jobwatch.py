@@ -5,8 +5,9 @@ task wakes the requests waiting for that id, which then read the record once. Wi
 request polled its record every 75 ms, which on a small machine cost more CPU than the upload itself.
 
 Notifications are a shortcut, never the only path: while the subscription is not confirmed (Redis down,
-reconnecting) waiters poll at the short interval as before, and while it is they still re-read their
-record every ``fallback_interval`` seconds, so a message lost in a reconnect only delays an answer.
+reconnecting) waiters poll at the short interval as before; every (re)subscription wakes all waiters to
+look once more (redis-py re-subscribes by itself after a reconnect), and while subscribed they still
+re-read their record every ``fallback_interval`` seconds as a safety net.
 """
 
 from __future__ import annotations

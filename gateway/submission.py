@@ -50,7 +50,7 @@ class JobSubmitter:
         redis: ArqRedis,
         *,
         poll_interval: float = 0.075,
-        fallback_interval: float = 1.0,
+        fallback_interval: float = 5.0,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -58,7 +58,8 @@ class JobSubmitter:
         self._jobs = JobStore(redis, settings.redis.prefix)
         self._finished = FinishedJobs(redis, finished_channel(settings.redis.prefix))
         # Re-reading a waited-for record: every poll_interval while job notifications are not available,
-        # every fallback_interval while they are (a safety net for a notification lost in a reconnect).
+        # every fallback_interval while they are: a safety net only (a renewed subscription wakes every
+        # waiter anyway), e.g. for records written by an older worker that does not announce them.
         self.poll_interval = poll_interval
         self.fallback_interval = fallback_interval
 
