@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.for_this_machine:
         chosen = _worker_plan()
-        args.plates.append(chosen.plate_model)
+        args.plates.append("fp32" if chosen.plate_model == "bf16" else chosen.plate_model)
         args.faces.append("fp32" if chosen.face_model == "bf16" else chosen.face_model)  # bf16: from fp32
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -2,7 +2,8 @@
 
 On those CPUs OpenVINO runs a float32 ONNX model in bfloat16 on the matrix units: CenterFace at
 1280x736 takes about 130 ms per pass on one core against about 300 ms with onnxruntime's float32 kernels,
-with the same face recall (docs/benchmarks.md), where int8 loses some. onnxruntime's own OpenVINO provider
+with the same face recall (docs/accuracy.md), where int8 loses some; in the whole pipeline on 2 busy
+cores the face stage ran 1.4x faster than float32 (docs/benchmarks.md). onnxruntime's own OpenVINO provider
 would replace the ``onnxruntime`` package with an older build, so the ``openvino`` runtime is used
 directly, behind the two methods of an onnxruntime session the detectors call (``get_inputs``, ``run``).
 

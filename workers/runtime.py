@@ -196,11 +196,12 @@ def plan(
     face = settings.face_model
     if face == "auto":
         face = "bf16" if fast_bf16 and not on_gpu else "fp32"
-    elif face == "bf16" and not fast_bf16:
-        raise ModelsNotReadyError(
-            "face_model bf16 needs the openvino package and a CPU with AMX or AVX-512 BF16; "
-            "use VEIL_WORKER__FACE_MODEL=auto (or fp32)"
-        )
+    for what, chosen in (("plate_model", plate), ("face_model", face)):
+        if chosen == "bf16" and not fast_bf16:
+            raise ModelsNotReadyError(
+                f"{what} bf16 needs the openvino package and a CPU with AMX or AVX-512 BF16; "
+                f"use VEIL_WORKER__{what.upper()}=auto"
+            )
     return Plan(
         providers=providers,
         on_gpu=on_gpu,
@@ -261,7 +262,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     from workers.detectors.faces import FaceDetector
     from workers.detectors.plates import PlateDetector
     from workers.models import ensure_face_model, ensure_plate_model
-    from workers.openvino_session import OpenVinoSession, bf16_ready
+    from workers.openvino_session import bf16_ready
 
     chosen = plan(
         settings,
@@ -271,17 +272,12 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         fast_bf16=bf16_ready(),
     )
     model_dir = Path(settings.model_dir)
-    plate_path = ensure_plate_model(model_dir, chosen.plate_model)  # type: ignore[arg-type]
     # bf16 is computed from the float32 weights by OpenVINO at load time.
-    face_variant = "fp32" if chosen.face_model == "bf16" else chosen.face_model
-    face_path = ensure_face_model(model_dir, face_variant)  # type: ignore[arg-type]
+    plate_path = ensure_plate_model(model_dir, _file_variant(chosen.plate_model))  # type: ignore[arg-type]
+    face_path = ensure_face_model(model_dir, _file_variant(chosen.face_model))  # type: ignore[arg-type]
     try:
-        face_session: Any = (
-            OpenVinoSession(face_path, streams=chosen.lanes, threads_per_stream=chosen.intra_op_threads)
-            if chosen.face_model == "bf16"
-            else _session(face_path, chosen, model_dir)
-        )
-        plate_session: Any = _session(plate_path, chosen, model_dir)
+        face_session: Any = _session(face_path, chosen, model_dir, openvino=chosen.face_model == "bf16")
+        plate_session: Any = _session(plate_path, chosen, model_dir, openvino=chosen.plate_model == "bf16")
     except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
     used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
@@ -308,7 +304,16 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     return Engine(anonymizers, chosen, closers)
 
 
-def _session(path: Path, chosen: Plan, model_dir: Path) -> ort.InferenceSession:
+def _file_variant(precision: str) -> str:
+    """The model file a precision runs from: OpenVINO's bf16 from the float32 one."""
+    return "fp32" if precision == "bf16" else precision
+
+
+def _session(path: Path, chosen: Plan, model_dir: Path, *, openvino: bool) -> Any:
+    if openvino:
+        from workers.openvino_session import OpenVinoSession
+
+        return OpenVinoSession(path, streams=chosen.lanes, threads_per_stream=chosen.intra_op_threads)
     return create_session(
         path,
         chosen.providers,
