@@ -74,17 +74,23 @@ def load_images(directory: Path, limit: int | None) -> list[tuple[str, bytes]]:
 # -- (a) model-only -----------------------------------------------------------------------------------------
 
 
-def model_only(images: list[tuple[str, bytes]], targets: list[str], settings: Any) -> Phase:
+def load_bench_engine(settings: Any) -> Any:
+    """The worker's own engine, as the worker would load it on this machine, warmed up."""
     import cv2
 
-    from shared.jobs import BlurOptions, Target
-    from workers.main import rss_bytes
     from workers.runtime import cpu_count, load_engine
 
     engine = load_engine(settings.worker)
     if engine.plan.lanes >= cpu_count():
         cv2.setNumThreads(1)
     engine.warm_up()
+    return engine
+
+
+def model_only(engine: Any, images: list[tuple[str, bytes]], targets: list[str], settings: Any) -> Phase:
+    from shared.jobs import BlurOptions, Target
+    from workers.main import rss_bytes
+
     options = BlurOptions(targets=tuple(Target(t) for t in targets))
     timings: dict[str, list[float]] = {}
 
@@ -104,7 +110,6 @@ def model_only(images: list[tuple[str, bytes]], targets: list[str], settings: An
         start = time.perf_counter()
         latencies = list(pool.map(one, [data for _, data in images]))
         elapsed = time.perf_counter() - start
-    engine.close()
     phase = summarize(latencies, elapsed)
     phase.extra = {
         "plan": engine.plan.describe(),
@@ -269,6 +274,14 @@ def _machine() -> dict[str, Any]:
     help="Ask the gateway to answer the upload when the job is done (0: poll only).",
 )
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 10),
+    default=1,
+    show_default=True,
+    help="Alternate (a) and (b) this many times; the ratio is the median of each round's (b)/(a), so "
+    "a machine whose speed drifts (shared hosts) weighs on both alike.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @click.pass_obj
 def bench(
@@ -284,6 +297,7 @@ def bench(
     poll_s: float,
     wait_s: float,
     timeout_s: float,
+    rounds: int,
     as_json: bool,
 ) -> None:
     """Measure (a) the model-only loop and (b) end-to-end through the service on the same images."""
@@ -301,16 +315,42 @@ def bench(
         "machine_before": _machine(),
     }
     say = (lambda *_: None) if as_json else click.echo
-    if not skip_model:
-        say(f"(a) model-only: {len(images)} images …")
-        report["model_only"] = asdict(model_only(images, wanted, settings))
     if not skip_service:
         url = url or read_stack_file(data_dir).get("url")
         if not url or not api_key:
             raise click.ClickException("(b) needs --url (or a `veil up` stack in --data-dir) and --api-key")
-        say(f"(b) end-to-end via {url}, concurrency {concurrency} …")
-        e2e = asyncio.run(end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s))
-        report["end_to_end"] = asdict(e2e)
+    engine = None if skip_model else load_bench_engine(settings)
+    per_round: list[dict[str, float]] = []
+    try:
+        for number in range(1, rounds + 1):
+            this: dict[str, float] = {}
+            if engine is not None:
+                say(f"round {number}/{rounds} (a) model-only: {len(images)} images …")
+                phase = model_only(engine, images, wanted, settings)
+                report["model_only"] = asdict(phase)
+                this["model_only"] = phase.img_per_s
+            if url and api_key and not skip_service:
+                say(f"round {number}/{rounds} (b) end-to-end via {url}, concurrency {concurrency} …")
+                e2e = asyncio.run(
+                    end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s)
+                )
+                report["end_to_end"] = asdict(e2e)
+                this["end_to_end"] = e2e.img_per_s
+                if this.get("model_only"):
+                    this["ratio"] = round(e2e.img_per_s / this["model_only"], 3)
+            per_round.append(this)
+    finally:
+        if engine is not None:
+            engine.close()
+    if rounds > 1:
+        report["rounds"] = per_round
+        for key in ("model_only", "end_to_end"):
+            if key in report:
+                report[key]["img_per_s"] = round(statistics.median(r[key] for r in per_round), 2)
+    ratios = [r["ratio"] for r in per_round if "ratio" in r]
+    if ratios:
+        report["ratio"] = round(statistics.median(ratios), 3)
+    if "end_to_end" in report:
         workers, problem = asyncio.run(worker_runtime(settings.redis.url, settings.redis.prefix))
         if problem:
             report["workers_error"] = problem
@@ -325,8 +365,6 @@ def bench(
         ]
         rss = [w["rss_bytes"] for w in workers if w.get("rss_bytes")] or local_worker_rss()
         report["worker_rss_mb"] = [round(v / 2**20, 1) for v in rss]
-        if "model_only" in report and report["model_only"]["img_per_s"]:
-            report["ratio"] = round(e2e.img_per_s / report["model_only"]["img_per_s"], 3)
     report["machine_after"] = _machine()
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -351,7 +389,7 @@ def _print(report: dict[str, Any]) -> None:
         )
         extra = phase.get("extra", {})
         if key == "model_only":
-            click.echo(f"    provider: {extra['providers'][0]}  plan: {extra['plan']}")
+            click.echo(f"    providers: {', '.join(extra['providers'])}  plan: {extra['plan']}")
             click.echo(f"    stages p50 ms: {extra['stage_p50_ms']}  share of time: {extra['stage_share']}")
             click.echo(f"    bench process RSS: {extra['rss_mb']} MB")
         else:
@@ -365,5 +403,8 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"worker {worker['id']}: providers {worker['providers']} runtime {worker['runtime']}")
     if "worker_rss_mb" in report:
         click.echo(f"worker RSS: {report['worker_rss_mb']} MB")
+    for number, this in enumerate(report.get("rounds", []), start=1):
+        click.echo(f"round {number}: {this}")
     if "ratio" in report:
-        click.echo(f"ratio (b)/(a): {report['ratio']}")
+        label = "median of the rounds' " if "rounds" in report else ""
+        click.echo(f"ratio (b)/(a): {label}{report['ratio']}")

@@ -1,4 +1,4 @@
-"""CenterFace on OpenVINO in bfloat16, for CPUs with AMX or AVX-512 BF16.
+"""Models on OpenVINO in bfloat16 (CenterFace by default), for CPUs with AMX or AVX-512 BF16.
 
 On those CPUs OpenVINO runs a float32 ONNX model in bfloat16 on the matrix units: CenterFace at
 1280x736 takes about 130 ms per pass on one core against about 300 ms with onnxruntime's float32 kernels,

@@ -280,7 +280,8 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         plate_session: Any = _session(plate_path, chosen, model_dir, openvino=chosen.plate_model == "bf16")
     except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
-    used = list(dict.fromkeys([*face_session.get_providers(), *plate_session.get_providers()]))
+    # onnxruntime's providers first (plates always run there), then a face backend of its own if any.
+    used = list(dict.fromkeys([*plate_session.get_providers(), *face_session.get_providers()]))
     closers: list[Callable[[], None]] = []
     if chosen.max_batch > 1:
         face_session = BatchedSession(

@@ -71,8 +71,14 @@ def test_bench_text_output_with_limit_and_targets(
     live_stack: LiveStack, stack_env: dict[str, str], tiny_images: Path, tmp_path: Path
 ) -> None:
     out = _bench(
-        live_stack, stack_env, tmp_path, "--images", str(tiny_images), "--limit", "2", "--targets", "plates"
+        live_stack,
+        stack_env,
+        tmp_path,
+        *("--images", str(tiny_images), "--limit", "2", "--targets", "plates", "--rounds", "2"),
     )
     for field in ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)"):
         assert field in out, out
-    assert "2 images" in out and "provider: CPUExecutionProvider" in out
+    assert "2 images" in out and "providers: CPUExecutionProvider" in out
+    # Two rounds of (a) then (b); the ratio is the median of the rounds' own ratios.
+    assert out.count("round ") >= 2 and "median of the rounds' ratio" not in out
+    assert "ratio (b)/(a): median of the rounds'" in out
