@@ -238,6 +238,27 @@ def local_worker_rss() -> list[int]:
     return found
 
 
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> list[int] | None:
+    """The machine's CPU time counters, user .. steal (the first 8 of /proc/stat); None off Linux."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(v) for v in fields[1:9]]
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the interval the hypervisor gave this VM's vCPUs to someone else (``steal``). On a shared
+    host it can take a large part of the machine, and every img/s measured then is lower by about as much."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    return round(delta[7] / total, 3) if total > 0 else None
+
+
 def _machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {
@@ -326,16 +347,22 @@ def bench(
             this: dict[str, float] = {}
             if engine is not None:
                 say(f"round {number}/{rounds} (a) model-only: {len(images)} images …")
+                ticks = cpu_ticks()
                 phase = model_only(engine, images, wanted, settings)
+                phase.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
                 report["model_only"] = asdict(phase)
                 this["model_only"] = phase.img_per_s
+                this["steal_a"] = phase.extra["cpu_steal"] or 0.0
             if url and api_key and not skip_service:
                 say(f"round {number}/{rounds} (b) end-to-end via {url}, concurrency {concurrency} …")
+                ticks = cpu_ticks()
                 e2e = asyncio.run(
                     end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s)
                 )
+                e2e.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
                 report["end_to_end"] = asdict(e2e)
                 this["end_to_end"] = e2e.img_per_s
+                this["steal_b"] = e2e.extra["cpu_steal"] or 0.0
                 if this.get("model_only"):
                     this["ratio"] = round(e2e.img_per_s / this["model_only"], 3)
             per_round.append(this)
@@ -382,12 +409,13 @@ def _print(report: dict[str, Any]) -> None:
         phase = report.get(key)
         if not phase:
             continue
+        extra = phase.get("extra", {})
+        steal = extra.get("cpu_steal")
         click.echo(
             f"{title:16} {phase['img_per_s']:7.2f} img/s  p50 {phase['p50_ms']:8.1f} ms  "
             f"p95 {phase['p95_ms']:8.1f} ms  ({phase['images']} ok, {phase['failed']} failed, "
-            f"{phase['seconds']} s)"
+            f"{phase['seconds']} s{'' if steal is None else f', CPU steal {steal:.0%}'})"
         )
-        extra = phase.get("extra", {})
         if key == "model_only":
             click.echo(f"    providers: {', '.join(extra['providers'])}  plan: {extra['plan']}")
             click.echo(f"    stages p50 ms: {extra['stage_p50_ms']}  share of time: {extra['stage_share']}")

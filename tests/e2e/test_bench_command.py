@@ -61,6 +61,7 @@ def test_bench_json_reports_both_phases(
         assert 0 < report[phase]["p50_ms"] <= report[phase]["p95_ms"]
     assert report["model_only"]["extra"]["providers"][0] == "CPUExecutionProvider"
     assert report["model_only"]["extra"]["plan"]["lanes"] >= 1
+    assert "cpu_steal" in report["model_only"]["extra"] and "cpu_steal" in report["end_to_end"]["extra"]
     assert report["ratio"] > 0
     assert report["worker_rss_mb"] and report["worker_rss_mb"][0] > 0
     assert report["workers"], report.get("workers_error")
