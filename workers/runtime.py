@@ -273,14 +273,14 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     )
     model_dir = Path(settings.model_dir)
     # bf16 is computed from the float32 weights by OpenVINO at load time.
-    plate_path = ensure_plate_model(model_dir, _file_variant(chosen.plate_model))  # type: ignore[arg-type]
-    face_path = ensure_face_model(model_dir, _file_variant(chosen.face_model))  # type: ignore[arg-type]
+    plate_path = ensure_plate_model(model_dir, model_file_variant(chosen.plate_model))  # type: ignore[arg-type]
+    face_path = ensure_face_model(model_dir, model_file_variant(chosen.face_model))  # type: ignore[arg-type]
     try:
         face_session: Any = _session(face_path, chosen, model_dir, openvino=chosen.face_model == "bf16")
         plate_session: Any = _session(plate_path, chosen, model_dir, openvino=chosen.plate_model == "bf16")
     except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
-    # onnxruntime's providers first (plates always run there), then a face backend of its own if any.
+    # The plate session's providers first (onnxruntime unless plate_model is bf16), then the faces' own.
     used = list(dict.fromkeys([*plate_session.get_providers(), *face_session.get_providers()]))
     closers: list[Callable[[], None]] = []
     if chosen.max_batch > 1:
@@ -305,7 +305,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     return Engine(anonymizers, chosen, closers)
 
 
-def _file_variant(precision: str) -> str:
+def model_file_variant(precision: str) -> str:
     """The model file a precision runs from: OpenVINO's bf16 from the float32 one."""
     return "fp32" if precision == "bf16" else precision
 
