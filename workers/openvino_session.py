@@ -58,7 +58,9 @@ class OpenVinoSession:
         model = core.read_model(str(path))
         self._input_name = model.inputs[0].get_any_name()
         # Any batch and size, as with onnxruntime (CenterFace's prepared model is dynamic already).
-        model.reshape({self._input_name: openvino.PartialShape([-1, 3, -1, -1])})
+        channels = model.inputs[0].get_partial_shape()[1]
+        model.reshape({self._input_name: openvino.PartialShape([-1, channels, -1, -1])})
+        self._channels = channels.get_length()
         self._compiled = core.compile_model(
             model,
             "CPU",
@@ -75,7 +77,7 @@ class OpenVinoSession:
         log.info("compiled %s with OpenVINO (bf16, %d streams)", Path(path).name, streams)
 
     def get_inputs(self) -> list[_Input]:
-        return [_Input(self._input_name, ["batch", 3, "height", "width"])]
+        return [_Input(self._input_name, ["batch", self._channels, "height", "width"])]
 
     def get_providers(self) -> list[str]:
         return [PROVIDER]

@@ -115,6 +115,71 @@ def cut_plate_head(model: Any, head: dict[str, str] | None = None) -> Any:
     return model
 
 
+# The neck's stride-8 feature map (batch x 128 x H/8 x W/8): the mask prototypes are computed from it alone.
+PLATE_FEATURES = "/model.15/cv2/act/Mul_output_0"
+
+
+def split_plate_masks(model: Any, features: str = PLATE_FEATURES) -> tuple[Any, Any]:
+    """Split a cut plate model (outputs ``raw``, ``mask_coeffs``, ``mask_protos``) in two.
+
+    The body ends at ``raw``, ``mask_coeffs`` and the stride-8 ``features``; the mask model maps those
+    features to ``mask_protos``. The prototype branch costs about a quarter of a whole pass, yet a plate's
+    mask only needs the prototypes around its box: the detector runs the mask model on a small window of
+    the features per plate (:mod:`workers.detectors.plates`). Convolutions are local, so a window with a
+    margin gives the same prototypes as the whole map inside it. Works on float and QDQ models alike.
+    """
+    import copy
+
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    if features not in producers or "mask_protos" not in producers:
+        raise ValueError(f"not a cut plate model: no {features} or mask_protos")
+    elem_type = graph.input[0].type.tensor_type.elem_type  # float or float16, like the features
+    features_info = helper.make_tensor_value_info("features", elem_type, ["batch", 128, "fh", "fw"])
+
+    def needed_nodes(outputs: list[str], stop: str | None = None) -> list[Any]:
+        needed, kept = set(outputs), []
+        for node in reversed(graph.node):
+            if any(output in needed for output in node.output):
+                kept.append(node)
+                needed.update(name for name in node.input if name != stop)
+        return list(reversed(kept))
+
+    def subgraph(nodes: list[Any], inputs: list[Any], outputs: list[Any], name: str) -> Any:
+        used = {name_in for node in nodes for name_in in node.input}
+        initializers = [init for init in graph.initializer if init.name in used]
+        sub = helper.make_graph(nodes, name, inputs, outputs, initializers)
+        made = helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
+        onnx.checker.check_model(made)
+        return made
+
+    body_nodes = [copy.deepcopy(n) for n in needed_nodes(["raw", "mask_coeffs", features])]
+    body_nodes.append(helper.make_node("Identity", [features], ["features"], name="features"))
+    body_outputs = [copy.deepcopy(o) for o in graph.output if o.name != "mask_protos"]
+    body = subgraph(body_nodes, [copy.deepcopy(graph.input[0])], [*body_outputs, features_info], "plates")
+
+    mask_nodes = [copy.deepcopy(n) for n in needed_nodes(["mask_protos"], stop=features)]
+    for node in mask_nodes:
+        for index, name_in in enumerate(node.input):
+            if name_in == features:
+                node.input[index] = "features"
+    protos = next(copy.deepcopy(o) for o in graph.output if o.name == "mask_protos")
+    masks = subgraph(mask_nodes, [features_info], [protos], "plate_masks")
+    return body, masks
+
+
+def write_plate_split(source: Path, body_target: Path, masks_target: Path) -> None:
+    """Write the two halves of a derived plate model (see :func:`split_plate_masks`)."""
+    import onnx
+
+    body, masks = split_plate_masks(onnx.load(str(source)))
+    _save(masks, masks_target)
+    _save(body, body_target)
+
+
 def make_batch_dynamic(model: Any, name: str = "batch") -> Any:
     """Make the leading axis of inputs/outputs symbolic and fix Reshape targets that bake in batch 1."""
     from onnx import numpy_helper

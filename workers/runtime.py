@@ -273,11 +273,17 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     )
     model_dir = Path(settings.model_dir)
     # bf16 is computed from the float32 weights by OpenVINO at load time.
-    plate_path = ensure_plate_model(model_dir, model_file_variant(chosen.plate_model))  # type: ignore[arg-type]
+    plate_files = ensure_plate_model(model_dir, model_file_variant(chosen.plate_model))  # type: ignore[arg-type]
     face_path = ensure_face_model(model_dir, model_file_variant(chosen.face_model))  # type: ignore[arg-type]
     try:
         face_session: Any = _session(face_path, chosen, model_dir, openvino=chosen.face_model == "bf16")
-        plate_session: Any = _session(plate_path, chosen, model_dir, openvino=chosen.plate_model == "bf16")
+        plate_session: Any = _session(
+            plate_files.body, chosen, model_dir, openvino=chosen.plate_model == "bf16"
+        )
+        # Small windows per plate, never batched (see workers.detectors.plates).
+        masks_session: Any = _session(
+            plate_files.masks, chosen, model_dir, openvino=chosen.plate_model == "bf16"
+        )
     except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
     # The plate session's providers first (onnxruntime unless plate_model is bf16), then the faces' own.
@@ -295,7 +301,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         _anonymizer(
             FaceDetector(face_session),
             # Batched calls are padded to one input size, which the plate anchors depend on: square inputs.
-            PlateDetector(plate_session, square=chosen.max_batch > 1),
+            PlateDetector(plate_session, masks_session, square=chosen.max_batch > 1),
             used,
             settings,
         )

@@ -25,5 +25,8 @@ def face_detector(model_paths: ModelPaths) -> FaceDetector:
 
 @pytest.fixture(scope="session")
 def plate_detector(model_paths: ModelPaths) -> PlateDetector:
-    path = ensure_plate_model(MODEL_DIR, "fp32")  # derived: cut before the decoding, any input size
-    return PlateDetector(create_session(path, [CPU], intra_op_threads=0, model_dir=MODEL_DIR))
+    files = ensure_plate_model(MODEL_DIR, "fp32")  # derived: cut before the decoding, any input size
+    return PlateDetector(
+        create_session(files.body, [CPU], intra_op_threads=0, model_dir=MODEL_DIR),
+        create_session(files.masks, [CPU], intra_op_threads=0, model_dir=MODEL_DIR),
+    )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import onnx
@@ -13,7 +15,14 @@ from tests.images import astronaut_rgb, make_plate_scene, to_rgb
 from workers.detectors import FaceDetector, PlateDetector
 from workers.detectors import plates as plates_mod
 from workers.detectors.base import BoxF
-from workers.models import FACE_INPUT, FACE_OUTPUTS, ModelPaths, ensure_plate_model, original_centerface
+from workers.models import (
+    FACE_INPUT,
+    FACE_OUTPUTS,
+    ModelPaths,
+    ensure_plate_model,
+    ensure_whole_plate_model,
+    original_centerface,
+)
 from workers.openvino_session import OpenVinoSession, bf16_ready
 from workers.quantize import letterbox
 from workers.runtime import load_engine
@@ -112,8 +121,8 @@ def test_derived_plate_model_decodes_like_the_shipped_one(model_paths: ModelPath
     options = ort.SessionOptions()
     options.log_severity_level = 3
     shipped = ort.InferenceSession(str(model_paths.plates), options, providers=["CPUExecutionProvider"])
-    derived_path = ensure_plate_model(MODEL_DIR, variant)  # type: ignore[arg-type]
-    derived = ort.InferenceSession(str(derived_path), options, providers=["CPUExecutionProvider"])
+    derived_files = ensure_plate_model(MODEL_DIR, variant)  # type: ignore[arg-type]
+    derived = ort.InferenceSession(str(derived_files.body), options, providers=["CPUExecutionProvider"])
     scene, _ = make_plate_scene()
     blob = letterbox(to_rgb(scene))
     (out0, _protos) = shipped.run(None, {"images": blob.astype(np.float16)})
@@ -126,6 +135,36 @@ def test_derived_plate_model_decodes_like_the_shipped_one(model_paths: ModelPath
     top = int(np.argmax(scores))
     assert scores[top] == pytest.approx(float(best[4]), abs=0.02 if variant == "fp16" else 0.1)
     assert iou(tuple(boxes[top].tolist()), (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)) > 0.95
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_mask_windows_give_the_whole_models_prototypes(variant: str) -> None:
+    """The split pays off only if a window of the features gives, inside it, exactly the prototypes the
+    whole model computes over the whole map (MASK_CONTEXT cells of margin)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+
+    def session(path: Path) -> ort.InferenceSession:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    files = ensure_plate_model(MODEL_DIR, variant)  # type: ignore[arg-type]
+    whole = session(ensure_whole_plate_model(MODEL_DIR, variant))  # type: ignore[arg-type]
+    body, masks = session(files.body), session(files.masks)
+    scene, _ = make_plate_scene()
+    blob = letterbox(to_rgb(scene))
+    raw_whole, _, protos = whole.run(None, {"images": blob})
+    raw, _, features = body.run(plates_mod.OUTPUTS, {"images": blob})
+    np.testing.assert_array_equal(raw, raw_whole)
+    # A window in the middle and one against the map's corner (zero padding on both sides alike).
+    for box in ((200.0, 300.0, 330.0, 340.0), (0.0, 0.0, 60.0, 30.0)):
+        y1, y2, x1, x2 = plates_mod.feature_window(np.array(box), features.shape[2], features.shape[3])
+        (window,) = masks.run(None, {plates_mod.MASKS_INPUT: features[:, :, y1:y2, x1:x2]})
+        c = plates_mod.MASK_CONTEXT
+        inner = (slice(None), slice(None), slice(2 * c, -2 * c), slice(2 * c, -2 * c))
+        if y1 == 0:  # against the edge, the window's first cells are exact too
+            inner = (slice(None), slice(None), slice(0, -2 * c), slice(0, -2 * c))
+        expected = protos[:, :, 2 * y1 : 2 * y2, 2 * x1 : 2 * x2]
+        np.testing.assert_allclose(window[inner], expected[inner], atol=1e-5)
 
 
 @pytest.mark.skipif(not bf16_ready(), reason="needs openvino and a CPU with AMX / AVX-512 BF16")

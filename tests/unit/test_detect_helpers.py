@@ -87,20 +87,50 @@ class _FakePlateSession:
         box(0, 2, 2, 2, 2, float(np.log(0.1 / 0.9)))
         coeffs = np.zeros((1, 32, anchors), np.float32)
         coeffs[0, 0, [plate, plate + 1]] = 10.0
-        protos = np.full((1, 32, height // 4, width // 4), -1.0, np.float32)
+        # Features that say where they are: channel 0 the stride-8 row, channel 1 the column.
+        features = np.zeros((1, 128, height // 8, width // 8), np.float32)
+        features[0, 0] = np.arange(height // 8)[:, None]
+        features[0, 1] = np.arange(width // 8)[None, :]
+        return [raw.astype(np.float16), coeffs.astype(np.float16), features.astype(np.float16)]
+
+
+class _FakeMaskSession:
+    """Prototypes for a window of the features: channel 0 is 1 over the plate (rows 380-428, columns
+    244-404 of the input, in stride-4 cells) when ``mask_on``."""
+
+    def __init__(self, mask_on: bool) -> None:
+        self.mask_on = mask_on
+        self.windows: list[tuple[int, ...]] = []
+
+    def run(self, names: Any, feeds: dict[str, Any]) -> list[Any]:
+        features = feeds["features"].astype(np.float32)
+        self.windows.append(features.shape)
+        rows = np.repeat(features[0, 0], 2, axis=0).repeat(2, axis=1) * 2  # stride-4 row of each cell
+        rows += np.tile([0, 1], features.shape[2])[:, None]
+        cols = np.repeat(features[0, 1], 2, axis=0).repeat(2, axis=1) * 2
+        cols += np.tile([0, 1], features.shape[3])[None, :]
+        protos = np.full((1, 32, *rows.shape), -1.0, np.float32)
         top = 404 - 24
         if self.mask_on:
-            protos[0, 0, top // 4 : (top + 48) // 4, 244 // 4 : 404 // 4] = 1.0
-        return [raw.astype(np.float16), coeffs.astype(np.float16), protos.astype(np.float16)]
+            inside = (rows >= top // 4) & (rows < (top + 48) // 4) & (cols >= 244 // 4) & (cols < 404 // 4)
+            protos[0, 0][inside] = 1.0
+        return [protos.astype(np.float16)]
+
+
+def _plate_detector(mask_on: bool = True, square: bool = False) -> tuple[PlateDetector, _FakePlateSession]:
+    session = _FakePlateSession(mask_on)
+    return PlateDetector(session, _FakeMaskSession(mask_on), square=square), session
 
 
 @pytest.mark.parametrize("mask_on", [True, False])
 def test_plate_detector_decodes_and_undoes_the_resize(mask_on: bool) -> None:
-    session = _FakePlateSession(mask_on)
+    detector, session = _plate_detector(mask_on)
     image = np.zeros((900, 1280, 3), np.uint8)  # ratio 0.5: 640 x 450, padded to 640 x 480, 15 px on top
-    (det,) = PlateDetector(session).detect(image, 0.25)
+    (det,) = detector.detect(image, 0.25)
     blob = session.feeds[0]
-    assert session.names[0] == ["raw", "mask_coeffs", "mask_protos"]
+    assert session.names[0] == ["raw", "mask_coeffs", "features"]
+    # The mask model ran once, on a window around the plate, not on the whole 60 x 80 feature map.
+    assert detector.masks_session.windows == [(1, 128, 13, 27)]
     assert blob.dtype == np.float16
     assert blob.shape == (1, 3, 480, 640)  # its own aspect ratio, sides rounded up to 32
     assert float(blob[0, 0, 0, 0]) == pytest.approx(114 / 255, abs=1e-3)  # padding
@@ -119,16 +149,17 @@ def test_plate_detector_decodes_and_undoes_the_resize(mask_on: bool) -> None:
 
 
 def test_plate_detector_square_letterbox_for_batches() -> None:
-    session = _FakePlateSession(True)
+    detector, session = _plate_detector(square=True)
     image = np.zeros((900, 1280, 3), np.uint8)  # 640 x 450 in a 640 x 640 square: 95 px on top
-    (det,) = PlateDetector(session, square=True).detect(image, 0.25)
+    (det,) = detector.detect(image, 0.25)
     assert session.feeds[0].shape == (1, 3, 640, 640)
     assert det.box == pytest.approx((488, 570, 808, 666), abs=0.1)
 
 
 def test_plate_detector_nothing_above_threshold() -> None:
-    session = _FakePlateSession(True)
-    assert PlateDetector(session).detect(np.zeros((100, 100, 3), np.uint8), 0.95) == []
+    detector, _ = _plate_detector()
+    assert detector.detect(np.zeros((100, 100, 3), np.uint8), 0.95) == []
+    assert detector.masks_session.windows == []
 
 
 def test_plate_anchor_grid_and_a_wrong_sized_output() -> None:

@@ -7,8 +7,12 @@ multiples of 32 works: a photo is resized to a long side of 640 and padded to th
 ``raw`` is 1 x 65 x anchors: per anchor, 4 x 16 distance-bin logits (left, top, right, bottom; the
 distance is the softmax-weighted mean bin, in units of the anchor's stride) and the plate logit. Anchors
 are the cells of the stride 8, 16 and 32 grids, row by row, one grid after the other. ``mask_coeffs``
-(1 x 32 x anchors) and ``mask_protos`` (1 x 32 x H/4 x W/4) give a plate's mask: sigmoid(coefficients ·
+(1 x 32 x anchors) and the prototypes (32 x H/4 x W/4) give a plate's mask: sigmoid(coefficients ·
 prototypes), cropped to its box, which yields the plate's (rotated) outline.
+
+The prototypes come from a second, small model run on a window of the body's stride-8 ``features``
+around each plate (``workers.quantize.split_plate_masks``): a whole prototype map costs about a quarter
+of a pass, a window a few milliseconds, and with ``MASK_CONTEXT`` cells of margin its inside is exact.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ DEFAULT_MIN_SCORE = 0.25
 NMS_IOU = 0.45
 PAD_VALUE = 114  # the grey YOLO letterboxes with during training
 INPUT_SIDE = 640  # the training size: the long side of every input
-OUTPUTS = ["raw", "mask_coeffs", "mask_protos"]
+OUTPUTS = ["raw", "mask_coeffs", "features"]  # of the body model
+MASKS_INPUT = "features"
 STRIDES = (8, 16, 32)
+# Feature cells of context around a plate's window: the prototype branch (3x3 conv, 2x up-convolution,
+# 3x3 conv at stride 4, 1x1 conv) reads 2 cells of the stride-8 map each side of an output cell.
+MASK_CONTEXT = 2
 _ALIGN = 32
 _BINS = 16
 
@@ -80,15 +88,16 @@ def decode(
 
 
 class PlateDetector:
-    """Wraps an onnxruntime session of a derived platedet model (see ``workers/quantize.py``).
+    """Wraps the two sessions of a derived platedet model, body and masks (see ``workers/quantize.py``).
 
     ``square=True`` letterboxes every photo to 640x640: needed when calls are batched together
     (``workers/batcher.py`` pads inputs to one size, and the anchor list depends on it); otherwise each
     photo runs at its own aspect ratio, which costs less.
     """
 
-    def __init__(self, session: Any, *, square: bool = False) -> None:
+    def __init__(self, session: Any, masks_session: Any, *, square: bool = False) -> None:
         self.session = session
+        self.masks_session = masks_session
         model_input = session.get_inputs()[0]
         self._input_name: str = model_input.name
         self.square = square
@@ -117,7 +126,7 @@ class PlateDetector:
         h, w = image.shape[:2]
         blob, ratio, left, top = self._letterbox(image)
         canvas_h, canvas_w = blob.shape[2:]
-        raw, coeffs, protos = self.session.run(OUTPUTS, {self._input_name: blob})
+        raw, coeffs, features = self.session.run(OUTPUTS, {self._input_name: blob})
         boxes_lb, scores, index = decode(np.asarray(raw[0], np.float32), canvas_h, canvas_w, min_score)
         if not len(scores):
             return []
@@ -127,18 +136,42 @@ class PlateDetector:
         shift = np.array([left, top, left, top], dtype=np.float32)
         boxes = clip_boxes(((boxes_lb - shift) / ratio).astype(np.float32), w, h)
         mask_coeffs = np.asarray(coeffs[0][:, index], dtype=np.float32).T  # N x 32
-        proto = np.asarray(protos[0], dtype=np.float32)  # 32 x H/4 x W/4
         letterbox = _Letterbox(ratio, left, top, canvas_w, canvas_h)
         found: list[RawDetection] = []
-        for score, box, coefficients in zip(scores.tolist(), boxes, mask_coeffs, strict=True):
+        for score, box, box_lb, coefficients in zip(
+            scores.tolist(), boxes, boxes_lb, mask_coeffs, strict=True
+        ):
             x1, y1, x2, y2 = (float(v) for v in box)
             if x2 - x1 < 1 or y2 - y1 < 1:
                 continue
-            polygon = _polygon(coefficients, proto, (x1, y1, x2, y2), letterbox)
+            window = feature_window(box_lb, features.shape[2], features.shape[3])
+            polygon = _polygon(
+                coefficients, self._prototypes(features, window), window, (x1, y1, x2, y2), letterbox
+            )
             if polygon is None:
                 polygon = ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
             found.append(RawDetection("plate", float(score), (x1, y1, x2, y2), polygon))
         return found
+
+    def _prototypes(self, features: npt.NDArray[Any], window: tuple[int, int, int, int]) -> FloatArray:
+        """The mask prototypes (32 x 2h x 2w) of the feature cells in ``window`` (y1, y2, x1, x2)."""
+        y1, y2, x1, x2 = window
+        crop = np.ascontiguousarray(features[:1, :, y1:y2, x1:x2])
+        (protos,) = self.masks_session.run(None, {MASKS_INPUT: crop})
+        return np.asarray(protos[0], dtype=np.float32)
+
+
+def feature_window(box_lb: FloatArray, height: int, width: int) -> tuple[int, int, int, int]:
+    """The stride-8 feature cells (y1, y2, x1, x2) whose prototypes cover a letterboxed box with one
+    prototype cell of margin, plus ``MASK_CONTEXT`` cells each side, clipped to the map."""
+    stride = STRIDES[0]
+    x1, y1, x2, y2 = (float(v) for v in box_lb)
+    return (
+        max(0, math.floor(y1 / stride) - 1 - MASK_CONTEXT),
+        min(height, math.ceil(y2 / stride) + 1 + MASK_CONTEXT),
+        max(0, math.floor(x1 / stride) - 1 - MASK_CONTEXT),
+        min(width, math.ceil(x2 / stride) + 1 + MASK_CONTEXT),
+    )
 
 
 @dataclass(frozen=True)
@@ -153,25 +186,32 @@ class _Letterbox:
 
 
 def _polygon(
-    coeffs: FloatArray, proto: FloatArray, box: tuple[float, float, float, float], lb: _Letterbox
+    coeffs: FloatArray,
+    proto: FloatArray,
+    window: tuple[int, int, int, int],
+    box: tuple[float, float, float, float],
+    lb: _Letterbox,
 ) -> Polygon | None:
-    """The plate's outline as 4 corners in original pixels, from its mask; None if the mask is empty."""
-    channels, ph, pw = proto.shape
-    down_x, down_y = lb.width / pw, lb.height / ph  # 4: the prototypes have stride 4
+    """The plate's outline as 4 corners in original pixels, from its mask; None if the mask is empty.
+
+    ``proto`` holds the prototypes of the feature cells in ``window`` (see :func:`feature_window`)."""
+    channels = proto.shape[0]
+    down = STRIDES[0] // 2  # 4: the prototypes have stride 4
+    oy, ox = window[0] * 2, window[2] * 2  # the window's first prototype cell in the whole map
+    ph, pw = oy + proto.shape[1], ox + proto.shape[2]
     ratio, left, top = lb.ratio, lb.left, lb.top
     x1, y1, x2, y2 = box
     # The box in prototype cells, one cell of margin so the upsampled edge is not cut off.
-    bx1, by1 = (x1 * ratio + left) / down_x, (y1 * ratio + top) / down_y
-    bx2, by2 = (x2 * ratio + left) / down_x, (y2 * ratio + top) / down_y
-    cx1, cy1 = max(0, math.floor(bx1) - 1), max(0, math.floor(by1) - 1)
+    bx1, by1 = (x1 * ratio + left) / down, (y1 * ratio + top) / down
+    bx2, by2 = (x2 * ratio + left) / down, (y2 * ratio + top) / down
+    cx1, cy1 = max(ox, math.floor(bx1) - 1), max(oy, math.floor(by1) - 1)
     cx2, cy2 = min(pw, math.ceil(bx2) + 1), min(ph, math.ceil(by2) + 1)
     if cx2 <= cx1 or cy2 <= cy1:
         return None
-    crop = proto[:, cy1:cy2, cx1:cx2].reshape(channels, -1)
+    crop = proto[:, cy1 - oy : cy2 - oy, cx1 - ox : cx2 - ox].reshape(channels, -1)
     logits: FloatArray = np.asarray(coeffs @ crop, dtype=np.float32).reshape(cy2 - cy1, cx2 - cx1)
     # Upsample the crop to its size in original pixels (at least 4x so small plates get an outline).
-    scale_x = max(4.0, down_x / ratio)
-    scale_y = max(4.0, down_y / ratio)
+    scale_x = scale_y = max(4.0, down / ratio)
     out_w = max(2, round((cx2 - cx1) * scale_x))
     out_h = max(2, round((cy2 - cy1) * scale_y))
     upsampled = np.asarray(cv2.resize(logits, (out_w, out_h), interpolation=cv2.INTER_LINEAR), np.float32)
@@ -193,8 +233,8 @@ def _polygon(
         return None
     corners = cv2.boxPoints(cv2.minAreaRect(largest))  # 4 x 2, mask pixels
     # Mask pixels -> prototype cells -> letterboxed pixels -> original pixels, clipped to the box.
-    px = ((corners[:, 0] / to_mask_x + cx1) * down_x - left) / ratio
-    py = ((corners[:, 1] / to_mask_y + cy1) * down_y - top) / ratio
+    px = ((corners[:, 0] / to_mask_x + cx1) * down - left) / ratio
+    py = ((corners[:, 1] / to_mask_y + cy1) * down - top) / ratio
     px = np.clip(px, x1, x2)
     py = np.clip(py, y1, y2)
     return tuple((float(a), float(b)) for a, b in zip(px, py, strict=True))
