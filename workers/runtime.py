@@ -280,9 +280,10 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         plate_session: Any = _session(
             plate_files.body, chosen, model_dir, openvino=chosen.plate_model == "bf16"
         )
-        # Small windows per plate, never batched (see workers.detectors.plates).
+        # Small windows per plate, never batched (see workers.detectors.plates); each window size would
+        # be a new TensorRT engine, so CUDA runs them.
         masks_session: Any = _session(
-            plate_files.masks, chosen, model_dir, openvino=chosen.plate_model == "bf16"
+            plate_files.masks, chosen, model_dir, openvino=chosen.plate_model == "bf16", tensorrt=False
         )
     except Exception as exc:  # onnxruntime and openvino raise their own, untyped exceptions
         raise ModelsNotReadyError(f"could not load the models: {exc}") from exc
@@ -316,14 +317,14 @@ def model_file_variant(precision: str) -> str:
     return "fp32" if precision == "bf16" else precision
 
 
-def _session(path: Path, chosen: Plan, model_dir: Path, *, openvino: bool) -> Any:
+def _session(path: Path, chosen: Plan, model_dir: Path, *, openvino: bool, tensorrt: bool = True) -> Any:
     if openvino:
         from workers.openvino_session import OpenVinoSession
 
         return OpenVinoSession(path, streams=chosen.lanes, threads_per_stream=chosen.intra_op_threads)
     return create_session(
         path,
-        chosen.providers,
+        [name for name in chosen.providers if tensorrt or name != TENSORRT],
         intra_op_threads=chosen.intra_op_threads,
         model_dir=model_dir,
         allow_spinning=chosen.allow_spinning,

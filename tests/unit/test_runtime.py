@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 
 from shared.errors import ModelsNotReadyError
 from shared.settings import WorkerSettings, load_settings
+from workers import runtime
 from workers.runtime import (
     CPU,
     CUDA,
@@ -171,6 +172,16 @@ def test_plan_on_gpu_batches_and_keeps_float16() -> None:
     assert chosen.max_batch == 8 and chosen.lanes == 8  # one lane per batch slot
     trt = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
     assert trt.providers[0] == TENSORRT and trt.on_gpu
+
+
+def test_plate_mask_windows_skip_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each plate's mask window has its own size: TensorRT would build an engine per size."""
+    asked: list[list[str]] = []
+    monkeypatch.setattr(runtime, "create_session", lambda path, providers, **kw: asked.append(providers))
+    chosen = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
+    runtime._session(tmp_path / "body.onnx", chosen, tmp_path, openvino=False)
+    runtime._session(tmp_path / "masks.onnx", chosen, tmp_path, openvino=False, tensorrt=False)
+    assert asked == [[TENSORRT, CUDA, CPU], [CUDA, CPU]]
 
 
 def test_require_gpu_fails_the_plan_on_a_cpu_build() -> None:
