@@ -7,6 +7,8 @@ head outputs, which hold no size, and :mod:`workers.detectors.plates` decodes th
 gave. That makes height and width dynamic, so a 16:9 photo runs as 640x384 instead of 640x640 (40 % less
 work), and only the few candidates above the threshold go through the distance decoding. The remaining
 Reshape targets that bake in batch 1 (``[1, 65, -1]``) get a 0 ("copy this dimension from the input").
+The worker runs each variant as two halves (:func:`split_plate_masks`): the mask prototypes are computed
+only in a window around each plate found.
 
 CPU kernels for float16 are emulated, so the float32 copy costs the same per pass; int8 with VNNI/AMX is
 what makes the CPU path fast. Static quantization is calibrated on real photos (scikit-image's sample
