@@ -84,12 +84,14 @@ VARIANT_FILES: dict[str, str] = {
     "plates-fp32": "platedet.fp32-dyn.onnx",
     "plates-int8": "platedet.int8-qdq.onnx",
     "faces-int8": "centerface.int8-qdq.onnx",
+    # Each plate variant as the two halves the worker runs (workers.quantize.split_plate_masks).
+    "plates-fp16-body": "platedet.fp16-dyn.body.onnx",
+    "plates-fp16-masks": "platedet.fp16-dyn.masks.onnx",
+    "plates-fp32-body": "platedet.fp32-dyn.body.onnx",
+    "plates-fp32-masks": "platedet.fp32-dyn.masks.onnx",
+    "plates-int8-body": "platedet.int8-qdq.body.onnx",
+    "plates-int8-masks": "platedet.int8-qdq.masks.onnx",
 }
-# Each plate variant also as the two halves the worker runs (workers.quantize.split_plate_masks).
-for _key, _name in list(VARIANT_FILES.items()):
-    if _key.startswith("plates-"):
-        VARIANT_FILES[_key + "-body"] = _name.replace(".onnx", ".body.onnx")
-        VARIANT_FILES[_key + "-masks"] = _name.replace(".onnx", ".masks.onnx")
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,8 @@ def split_plate_masks(model: Any, features: str = PLATE_FEATURES) -> tuple[Any, 
     from onnx import helper
 
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
-    if features not in producers or "mask_protos" not in producers:
+    produced = {output for node in graph.node for output in node.output}
+    if features not in produced or "mask_protos" not in produced:
         raise ValueError(f"not a cut plate model: no {features} or mask_protos")
     elem_type = graph.input[0].type.tensor_type.elem_type  # float or float16, like the features
     features_info = helper.make_tensor_value_info("features", elem_type, ["batch", 128, "fh", "fw"])

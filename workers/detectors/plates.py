@@ -136,7 +136,7 @@ class PlateDetector:
         shift = np.array([left, top, left, top], dtype=np.float32)
         boxes = clip_boxes(((boxes_lb - shift) / ratio).astype(np.float32), w, h)
         mask_coeffs = np.asarray(coeffs[0][:, index], dtype=np.float32).T  # N x 32
-        letterbox = _Letterbox(ratio, left, top, canvas_w, canvas_h)
+        letterbox = _Letterbox(ratio, left, top)
         found: list[RawDetection] = []
         for score, box, box_lb, coefficients in zip(
             scores.tolist(), boxes, boxes_lb, mask_coeffs, strict=True
@@ -176,13 +176,11 @@ def feature_window(box_lb: FloatArray, height: int, width: int) -> tuple[int, in
 
 @dataclass(frozen=True)
 class _Letterbox:
-    """Where the photo sits in the model input: scale, offsets, and the input's size."""
+    """Where the photo sits in the model input: scale and offsets."""
 
     ratio: float
     left: int
     top: int
-    width: int
-    height: int
 
 
 def _polygon(
