@@ -15,6 +15,7 @@ renders ``{"message", "code"}``; a vendor-compatible facade mounted under, say, 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -36,6 +37,7 @@ _CODES_BY_STATUS = {
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
     500: "INTERNAL_ERROR",
     503: "UNAVAILABLE",
 }
@@ -55,7 +57,11 @@ class ErrorInfo:
 
     @classmethod
     def from_veil_error(cls, error: VeilError) -> ErrorInfo:
-        headers = {"Retry-After": "5"} if error.http_status == 503 else {}
+        headers: dict[str, str] = {}
+        if error.retry_after is not None:
+            headers["Retry-After"] = retry_after_header(error.retry_after)
+        elif error.http_status == 503:
+            headers["Retry-After"] = "5"
         return cls(error.http_status, error.code, error.message, headers)
 
     @classmethod
@@ -71,6 +77,11 @@ class ErrorInfo:
         message = default_message if not text or text.startswith(f"{status}:") else text
         headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
         return cls(status, code, message, headers)
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` takes whole seconds: round up, so a client that obeys it is not refused again."""
+    return str(max(1, math.ceil(seconds)))
 
 
 ErrorRenderer = Callable[[web.Request, ErrorInfo], web.StreamResponse]

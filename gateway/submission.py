@@ -15,6 +15,7 @@ import uuid
 
 from arq.connections import ArqRedis
 
+from gateway.admission import Admission
 from gateway.backends import redis_errors
 from gateway.imagecheck import inspect_image
 from gateway.jobwatch import FinishedJobs
@@ -56,6 +57,7 @@ class JobSubmitter:
         self._store = store
         self._redis = redis
         self._jobs = JobStore(redis, settings.redis.prefix)
+        self._admission = Admission(redis, settings)
         self._finished = FinishedJobs(redis, finished_channel(settings.redis.prefix))
         # Re-reading a waited-for record: every poll_interval while job notifications are not available,
         # every fallback_interval while they are: a safety net only (a renewed subscription wakes every
@@ -77,8 +79,10 @@ class JobSubmitter:
 
         ``image`` is either the image's bytes (stored as an upload, deleted by the worker when done) or a
         reference to an object in the store that Veil may read (left in place).
-        Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable.
+        Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable or the queue is full,
+        429 when the owner's key is over its rate (both before the image is read or stored).
         """
+        await self._admission.admit(owner)
         if isinstance(image, ObjectRef):
             return await self._submit_stored(owner, image, options, callback_url)
         return await self._submit_upload(owner, image, options, callback_url)

@@ -4,8 +4,9 @@ Every failure a user can see is a :class:`VeilError` with a stable ``code``. Two
 
 * :class:`PermanentError` — retrying the same request cannot help (bad image, bad option, detection failed).
   The worker fails the job at once; the gateway answers 4xx.
-* :class:`TransientError` — something outside the request is down or slow (Redis, S3, models loading).
-  The worker lets arq retry; the gateway answers 503.
+* :class:`TransientError` — something outside the request is down, slow or full (Redis, S3, models
+  loading, the queue at its limit, a key over its rate). The worker lets arq retry; the gateway answers 503
+  (429 for a key over its rate), with ``Retry-After``.
 
 The gateway maps these to HTTP in one place (``gateway/errors.py``); the worker records ``code`` and
 ``message`` on the failed job.
@@ -17,12 +18,15 @@ from __future__ import annotations
 class VeilError(Exception):
     code: str = "INTERNAL_ERROR"
     http_status: int = 500
+    retry_after: float | None = None  # seconds a client should wait before trying again, when known
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
@@ -98,6 +102,19 @@ class StoreUnavailableError(TransientError):
 
 class QueueUnavailableError(TransientError):
     code = "QUEUE_UNAVAILABLE"
+
+
+class QueueFullError(TransientError):
+    """The queue holds as many jobs as the operator allows (``VEIL_GATEWAY__MAX_QUEUED_JOBS``)."""
+
+    code = "QUEUE_FULL"
+
+
+class RateLimitedError(TransientError):
+    """One API key submitted faster than ``VEIL_GATEWAY__SUBMISSIONS_PER_SECOND`` allows."""
+
+    code = "RATE_LIMITED"
+    http_status = 429
 
 
 class ModelsNotReadyError(TransientError):
