@@ -52,7 +52,7 @@ class Admission:
         gateway = settings.gateway
         self._prefix = settings.redis.prefix
         self._queue = settings.redis.queue_name
-        self._max_queued = gateway.max_queued_jobs
+        self._max_queued = settings.redis.max_queued_jobs
         rate = gateway.submissions_per_second
         self._interval_ms = 1000.0 / rate if rate > 0 else 0.0
         self._tolerance_ms = self._interval_ms * (gateway.submission_burst - 1)

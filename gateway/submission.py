@@ -82,10 +82,14 @@ class JobSubmitter:
         Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable or the queue is full,
         429 when the owner's key is over its rate (both before the image is read or stored).
         """
-        await self._admission.admit(owner)
+        await self.admit(owner)
         if isinstance(image, ObjectRef):
             return await self._submit_stored(owner, image, options, callback_url)
         return await self._submit_upload(owner, image, options, callback_url)
+
+    async def admit(self, owner: str) -> None:
+        """Refuse one more job for ``owner`` while the queue is full (503) or the key over its rate (429)."""
+        await self._admission.admit(owner)
 
     async def get(self, job_id: str, owner: str) -> JobRecord:
         """The owner's job; :class:`NotFoundError` for unknown jobs and other owners' jobs alike."""

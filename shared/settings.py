@@ -28,6 +28,10 @@ class RedisSettings(BaseModel):
     # Prefix for every key Veil writes, so one Redis can host several deployments.
     prefix: str = "veil"
     queue_name: str = "veil:queue"
+    # New jobs get 503 QUEUE_FULL while the queue holds this many (0: no limit), so a flood waits at the
+    # client instead of filling Redis and the store; bulk jobs stop expanding at half of it, leaving the
+    # other half to uploads (gateway/admission.py, workers/bulk.py).
+    max_queued_jobs: int = Field(default=10_000, ge=0)
 
 
 class S3Settings(BaseModel):
@@ -66,10 +70,8 @@ class GatewaySettings(BaseModel):
     facade_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     # Second listener for Plate Recognizer's on-premise style `POST /` and `GET /info/` (None: off).
     platerecognizer_port: int | None = Field(default=None, ge=1, le=65535)
-    # Admission (gateway/admission.py). New jobs are refused with 503 QUEUE_FULL while the queue holds this
-    # many (0: no limit), so a flood fills neither Redis nor the store; and with 429 RATE_LIMITED when one
-    # API key submits faster than this many per second, beyond a burst (0: no limit).
-    max_queued_jobs: int = Field(default=10_000, ge=0)
+    # Admission (gateway/admission.py): 429 RATE_LIMITED when one API key submits faster than this many
+    # jobs per second, beyond a burst (0: no limit). The queue's own limit is RedisSettings.max_queued_jobs.
     submissions_per_second: float = Field(default=0.0, ge=0)
     submission_burst: int = Field(default=20, ge=1)
 

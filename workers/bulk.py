@@ -34,6 +34,7 @@ log = logging.getLogger("veil.bulk")
 
 HEADER_BYTES = 256 * 1024  # JPEG EXIF blocks can push the size marker well past the first kilobytes
 PROBE_CONCURRENCY = 16
+QUEUE_WAIT_SECONDS = 10.0  # how long a bulk page waits for room in a busy queue before looking again
 
 
 def child_request(bulk: BulkRecord, key: str, info: InputInfo) -> JobRequest:
@@ -86,17 +87,37 @@ async def _queue_child(
     await enqueue_anonymize(pool, request, queue_name)
 
 
-def expand_job_id(bulk_id: str, page: int) -> str:
-    return f"bulk:{bulk_id}" if page == 0 else f"bulk:{bulk_id}:{page}"
+def expand_job_id(bulk_id: str, page: int, waits: int = 0) -> str:
+    job_id = f"bulk:{bulk_id}" if page == 0 else f"bulk:{bulk_id}:{page}"
+    return f"{job_id}:wait{waits}" if waits else job_id
 
 
-async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0) -> dict[str, Any]:
-    """List one page of the bulk job's objects and queue its images; queue the next page if any."""
+async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: int = 0) -> dict[str, Any]:
+    """List one page of the bulk job's objects and queue its images; queue the next page if any.
+
+    While the queue holds half of ``max_queued_jobs`` or more, the page waits (re-queued after
+    ``QUEUE_WAIT_SECONDS``) instead: a large bulk job fills the queue only as fast as workers drain it,
+    and leaves the other half to uploads, which are refused at the full limit.
+    """
     state = worker_context(ctx)
     bulks = BulkStore(state.redis, state.settings.redis.prefix)
     bulk = await bulks.get(bulk_id)
     if bulk is None or bulk.status is not BulkStatus.LISTING or bulk.page != page:
         return {"status": "nothing to do"}  # a repeated delivery of a page already done
+    redis_settings = state.settings.redis
+    if redis_settings.max_queued_jobs > 0:
+        queued = await ctx["redis"].zcard(redis_settings.queue_name)
+        if queued >= redis_settings.max_queued_jobs // 2:
+            await ctx["redis"].enqueue_job(
+                EXPAND_FUNCTION,
+                bulk.id,
+                page,
+                waits + 1,
+                _job_id=expand_job_id(bulk.id, page, waits + 1),
+                _queue_name=redis_settings.queue_name,
+                _defer_by=QUEUE_WAIT_SECONDS,
+            )
+            return {"status": "waiting for room in the queue", "queued": queued}
     want = min(PAGE_SIZE, bulk.limit - bulk.listed)
     try:
         keys, more = await asyncio.to_thread(

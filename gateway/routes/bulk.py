@@ -19,7 +19,7 @@ from gateway.callbacks import parse_callback_url
 from gateway.inputs import read_body
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
-from gateway.state import REDIS, SETTINGS
+from gateway.state import REDIS, SETTINGS, SUBMITTER
 from shared.bulk import (
     EXPAND_FUNCTION,
     MAX_OBJECTS,
@@ -93,6 +93,7 @@ async def create_bulk(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object")
     record = parse_bulk(body, settings, key.id)
+    await request.config_dict[SUBMITTER].admit(key.id)  # one bulk job counts as one submission
     pool = request.config_dict[REDIS]
     with redis_errors("queue the bulk job"):
         await BulkStore(pool, settings.redis.prefix).put(record)

@@ -57,22 +57,23 @@ async def test_a_full_queue_refuses_new_jobs_with_503(
 ) -> None:
     # A queue of its own (no worker drains it here), allowed to hold one job.
     queue = f"veil:test-admission:{uuid.uuid4().hex}"
-    client = await make_client(
-        with_changes(settings, redis={"queue_name": queue}, gateway={"max_queued_jobs": 1})
-    )
+    client = await make_client(with_changes(settings, redis={"queue_name": queue, "max_queued_jobs": 1}))
     assert await post_photo(client, auth, astronaut_jpeg) == 202
     before = uploads(store, settings)
     refused = await client.post("/v1/jobs", data=multipart(astronaut_jpeg), headers=auth)
     assert "queue is full" in await error_of(refused, 503, "QUEUE_FULL")
     assert refused.headers["Retry-After"] == "5"
     assert uploads(store, settings) == before
+    # A bulk job is one more submission: refused too, before anything is recorded.
+    bulk = await client.post("/v1/bulk", json={"s3": {"bucket": "veil-user-bucket"}}, headers=auth)
+    await error_of(bulk, 503, "QUEUE_FULL")
 
 
 async def test_no_limits_when_both_are_off(
     make_client: ClientFactory, settings: Settings, auth: dict[str, str], astronaut_jpeg: bytes
 ) -> None:
     client = await make_client(
-        with_changes(settings, gateway={"max_queued_jobs": 0, "submissions_per_second": 0})
+        with_changes(settings, redis={"max_queued_jobs": 0}, gateway={"submissions_per_second": 0})
     )
     assert [await post_photo(client, auth, astronaut_jpeg) for _ in range(3)] == [202, 202, 202]
 

@@ -218,3 +218,36 @@ async def test_bulk_limit_truncates(
     assert record is not None
     assert record.truncated
     assert record.listed == 2
+
+
+async def test_bulk_waits_while_the_queue_is_half_full(
+    make_client: ClientFactory,
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    pool: ArqRedis,
+    api_key: tuple[str, str],
+    user_prefix: str,
+) -> None:
+    queue = f"veil:test-bulk-wait:{uuid.uuid4().hex}"
+    limited = settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"queue_name": queue, "max_queued_jobs": 4})}
+    )
+    client = await make_client(limited)
+    body = {"s3": {"bucket": USER_BUCKET, "prefix": user_prefix}}
+    response = await client.post("/v1/bulk", json=body, headers={"X-API-Key": api_key[0]})
+    created = await response.json()
+    assert response.status == 202, created
+    await pool.zadd(queue, {"someone-elses-job-1": 0, "someone-elses-job-2": 0})  # 3 queued: >= 4 / 2
+
+    ctx = _ctx(limited, store, redis, pool)
+    outcome = await expand_bulk(ctx, created["id"])
+    assert outcome == {"status": "waiting for room in the queue", "queued": 3}
+    waiting = await pool.zscore(queue, f"bulk:{created['id']}:wait1")
+    assert waiting is not None and waiting > (await pool.time())[0] * 1000  # deferred, not due yet
+    record = await BulkStore(redis, settings.redis.prefix).get(created["id"])
+    assert record is not None and (record.status, record.total) == (BulkStatus.LISTING, 0)
+
+    # The others' jobs finish, and so does the first expansion (arq drops a job from the queue when done).
+    await pool.zrem(queue, "someone-elses-job-1", "someone-elses-job-2", f"bulk:{created['id']}")
+    assert await expand_bulk(ctx, created["id"], 0, 1) == {"status": "running", "total": 4}
