@@ -168,6 +168,25 @@ def test_mask_windows_give_the_whole_models_prototypes(variant: str) -> None:
 
 
 @pytest.mark.skipif(not bf16_ready(), reason="needs openvino and a CPU with AMX / AVX-512 BF16")
+def test_openvino_bf16_plates_agree_with_onnxruntime(plate_detector: PlateDetector) -> None:
+    """plate_model=bf16 runs both halves (body and mask windows) on OpenVINO."""
+    files = ensure_plate_model(MODEL_DIR, "fp32")
+    bf16 = PlateDetector(OpenVinoSession(files.body, streams=1), OpenVinoSession(files.masks, streams=1))
+    scene, _ = make_plate_scene()
+    (reference,) = plate_detector.detect(to_rgb(scene), 0.3)
+    (found,) = bf16.detect(to_rgb(scene), 0.3)
+    assert found.score == pytest.approx(reference.score, abs=0.05)
+    assert iou(found.box, reference.box) > 0.9
+    assert found.polygon is not None and reference.polygon is not None
+    assert iou(polygon_box(found.polygon), polygon_box(reference.polygon)) > 0.8
+
+
+def polygon_box(polygon: tuple[tuple[float, float], ...]) -> BoxF:
+    xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+@pytest.mark.skipif(not bf16_ready(), reason="needs openvino and a CPU with AMX / AVX-512 BF16")
 def test_openvino_bf16_faces_agree_with_onnxruntime(
     model_paths: ModelPaths, face_detector: FaceDetector
 ) -> None:
