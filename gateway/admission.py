@@ -17,8 +17,9 @@ from shared.errors import QueueFullError, RateLimitedError
 from shared.settings import Settings
 
 # KEYS: the key's rate state, the arq queue. ARGV: ms between submissions (0: no rate limit), burst
-# tolerance in ms, queue limit (0: none). Returns {0, 0} when admitted, {1, 0} when the queue is full,
-# {2, ms to wait} when the key is over its rate. Redis's own clock: gateways may disagree on the time.
+# tolerance in ms, queue limit (0: none), 1 to count this submission (0: only look). Returns {0, 0} when
+# admitted, {1, 0} when the queue is full, {2, ms to wait} when the key is over its rate. Redis's own
+# clock: gateways may disagree on the time.
 _ADMIT = """
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
@@ -38,7 +39,9 @@ local wait = tat - now - tonumber(ARGV[2])
 if wait > 0 then
     return {2, wait}
 end
-redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+if ARGV[4] == '1' then
+    redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+end
 return {0, 0}
 """
 
@@ -63,14 +66,17 @@ class Admission:
     def limited(self) -> bool:
         return self._max_queued > 0 or self._interval_ms > 0
 
-    async def admit(self, owner: str) -> None:
-        """Return when ``owner`` (an API key id) may queue one more job; raise 503 or 429 otherwise."""
+    async def admit(self, owner: str, *, count: bool = True) -> None:
+        """Return when ``owner`` (an API key id) may queue one more job; raise 503 or 429 otherwise.
+
+        ``count=False`` only looks, without using up the key's rate: for a check before work that comes
+        ahead of the submission itself (fetching an ``image_url``)."""
         if not self.limited:
             return
         with redis_errors("checking the queue's limits"):
             verdict, wait_ms = await self._admit(
                 keys=[f"{self._prefix}:rate:{owner}", self._queue],
-                args=[self._interval_ms, self._tolerance_ms, self._max_queued],
+                args=[self._interval_ms, self._tolerance_ms, self._max_queued, 1 if count else 0],
             )
         if int(verdict) == 1:
             raise QueueFullError(

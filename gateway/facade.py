@@ -144,8 +144,10 @@ async def verify_key(request: web.Request, token: str) -> ApiKey | None:
         return await request.config_dict[API_KEYS].verify(token)
 
 
-async def fetch_url(request: web.Request, url: str) -> FetchedImage:
-    """A URL input, fetched by the same SSRF-guarded fetcher as the native ``image_url``."""
+async def fetch_url(request: web.Request, owner: str, url: str) -> FetchedImage:
+    """A URL input, fetched by the same SSRF-guarded fetcher as the native ``image_url``; not fetched at
+    all when ``owner`` could not submit it anyway (queue full, key over its rate)."""
+    await request.config_dict[SUBMITTER].admit(owner, count=False)
     return await request.config_dict[URL_FETCHER].fetch(url)
 
 

@@ -87,9 +87,10 @@ class JobSubmitter:
             return await self._submit_stored(owner, image, options, callback_url)
         return await self._submit_upload(owner, image, options, callback_url)
 
-    async def admit(self, owner: str) -> None:
-        """Refuse one more job for ``owner`` while the queue is full (503) or the key over its rate (429)."""
-        await self._admission.admit(owner)
+    async def admit(self, owner: str, *, count: bool = True) -> None:
+        """Refuse one more job for ``owner`` while the queue is full (503) or the key over its rate (429);
+        ``count=False`` looks without using up the rate (see :meth:`Admission.admit`)."""
+        await self._admission.admit(owner, count=count)
 
     async def get(self, job_id: str, owner: str) -> JobRecord:
         """The owner's job; :class:`NotFoundError` for unknown jobs and other owners' jobs alike."""

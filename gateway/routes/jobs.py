@@ -42,6 +42,7 @@ async def create_job(request: web.Request) -> web.Response:
         case UploadedImage(data=data):
             image = data
         case UrlImage(url=url):
+            await request.config_dict[SUBMITTER].admit(key.id, count=False)  # refused: don't fetch
             image = (await request.config_dict[URL_FETCHER].fetch(url)).data
         case StoredImage(ref=ref):
             image = ref

@@ -207,7 +207,7 @@ async def plateblurer(request: web.Request) -> web.Response:
             raise invalid(f"base64_Photo_String: {exc.message.removeprefix('image_base64 ')}") from exc
     else:
         assert url is not None
-        image = (await fetch_url(request, url)).data
+        image = (await fetch_url(request, owner, url)).data
     record = await run_job(request, owner, image, BlurOptions(targets=(Target.PLATES,)))
     assert record.result is not None
     plates = kept_plates(record)

@@ -268,7 +268,7 @@ async def blur(request: web.Request) -> web.Response:
     url = _value(form, "upload_url")  # "given priority over upload"
     upload = form.files.get("upload")
     if url is not None:
-        image = (await fetch_url(request, url)).data
+        image = (await fetch_url(request, owner, url)).data
     elif upload is not None and upload.data:
         image = upload.data
     else:

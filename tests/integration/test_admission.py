@@ -92,3 +92,18 @@ async def test_plate_recognizer_facade_answers_429_in_its_shape(
     refused = await client.post("/v1/blur", data=upload_form(astronaut_jpeg), headers=token(api_key))
     assert "jobs per second" in await error(refused, 429)
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_an_image_url_is_not_fetched_for_a_refused_key_and_a_look_costs_no_rate(
+    make_client: ClientFactory, settings: Settings, auth: dict[str, str], astronaut_jpeg: bytes
+) -> None:
+    client = await make_client(
+        with_changes(settings, gateway={"submissions_per_second": 0.1, "submission_burst": 2})
+    )
+    loopback = multipart(None, image_url="http://127.0.0.1:9/photo.jpg")  # the SSRF guard refuses it
+    # Admitted, so fetched (and refused by the guard): looking before the fetch used none of the burst...
+    await error_of(await client.post("/v1/jobs", data=loopback, headers=auth), 400, "URL_NOT_ALLOWED")
+    assert [await post_photo(client, auth, astronaut_jpeg) for _ in range(2)] == [202, 202]
+    # ...which is now spent: the URL is refused before anything is fetched.
+    refused = await client.post("/v1/jobs", data=loopback, headers=auth)
+    await error_of(refused, 429, "RATE_LIMITED")
