@@ -97,7 +97,8 @@ def image_bytes(value: object, max_bytes: int) -> bytes:
 
 def objects(record: JobRecord) -> list[dict[str, object]]:
     """Detections as api4ai objects: class name and a box normalised to the image."""
-    width, height = record.input.width, record.input.height
+    info = record.known_input()
+    width, height = info.width, info.height
     found: list[dict[str, object]] = []
     for det in record.detections:
         x1, y1, x2, y2 = det.box
@@ -110,9 +111,10 @@ def view(record: JobRecord) -> dict[str, object]:
     """The api4ai fields added to a succeeded job's JSON (nothing for other jobs)."""
     if record.status is not JobStatus.SUCCEEDED:
         return {}
+    info = record.known_input()
     return {
         "objects": objects(record),
-        "format": record.input.format.name,
-        "width": record.input.width,
-        "height": record.input.height,
+        "format": info.format.name,
+        "width": info.width,
+        "height": info.height,
     }

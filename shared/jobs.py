@@ -201,7 +201,9 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
-    input: InputInfo
+    # None only for a job that failed before its image could be read (a bulk child whose object is not a
+    # supported image): no size or format is known, and none is made up.
+    input: InputInfo | None = None
     options: BlurOptions
     detections: list[Detection] = Field(default_factory=list)
     blurred_regions: list[list[int]] = Field(default_factory=list)
@@ -210,6 +212,12 @@ class JobRecord(BaseModel):
     result_deleted_at: datetime | None = None
     error: JobError | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    def known_input(self) -> InputInfo:
+        """The input's size and format, for a job that was queued (every job but a failed bulk child)."""
+        if self.input is None:
+            raise ValueError(f"job {self.id} failed before its input was read")
+        return self.input
 
     def public(self) -> dict[str, object]:
         data = self.model_dump(mode="json", by_alias=True, exclude={"owner", "attempts"})

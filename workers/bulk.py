@@ -73,7 +73,6 @@ async def _queue_child(
                 owner=bulk.owner,
                 status=JobStatus.FAILED,
                 finished_at=now,
-                input=InputInfo(width=0, height=0, format="jpeg"),
                 options=bulk.options,
                 error=JobError(code=exc.code, message=exc.message),
             )

@@ -215,7 +215,8 @@ async def plateblurer(request: web.Request) -> web.Response:
     final_photo, crops = await asyncio.to_thread(
         draw_and_crop, blurred, record.result.content_type, [det.box for det in plates], crop
     )
-    width, height = record.input.width, record.input.height
+    info = record.known_input()
+    width, height = info.width, info.height
     predictions = [prediction(det, width, height, crops[i] if crop else "") for i, det in enumerate(plates)]
     return json_response({"created": created, "predictions": predictions, "final_photo": final_photo})
 

@@ -199,7 +199,8 @@ def blur_response(
     record: JobRecord, image: bytes | None, filename: str, exclusion: Exclusion | None
 ) -> dict[str, object]:
     """The documented response; detections inside an exclusion zone are left out."""
-    width, height = record.input.width, record.input.height
+    info = record.known_input()
+    width, height = info.width, info.height
     kept = [
         det for det in record.detections if exclusion is None or not exclusion.covers(det.box, width, height)
     ]
@@ -291,7 +292,7 @@ async def blur(request: web.Request) -> web.Response:
         await delete_upload(request, logo_key)
     assert record.result is not None
     blurred = await result_bytes(request, record) if return_image else None
-    filename = result_filename(form, upload, url, record.input.format.extension)
+    filename = result_filename(form, upload, url, record.known_input().format.extension)
     return json_response(blur_response(record, blurred, filename, options.exclusion))
 
 

@@ -79,12 +79,13 @@ def metadata(record: JobRecord, mode: Mode) -> dict[str, object]:
         }
         for det in record.detections
     ]
-    content_type = record.result.content_type if record.result else record.input.format.content_type
+    info = record.known_input()
+    content_type = record.result.content_type if record.result else info.format.content_type
     return {
         "job_id": record.id,
         "mode": mode,
-        "width": record.input.width,
-        "height": record.input.height,
+        "width": info.width,
+        "height": info.height,
         "content_type": content_type,
         "faces": sum(1 for det in record.detections if det.class_ == "face"),
         "plates": sum(1 for det in record.detections if det.class_ == "plate"),

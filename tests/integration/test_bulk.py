@@ -137,6 +137,8 @@ async def test_bulk_lists_probes_and_queues_children(
     assert set(by_key) == {"a.png", "b.png", "sub/c.png", "broken.jpg"}
     assert by_key["broken.jpg"]["status"] == "failed"
     assert by_key["broken.jpg"]["error"]["code"] == "VALIDATION_ERROR"
+    broken = await client.get(f"/v1/jobs/{by_key['broken.jpg']['id']}", headers=headers)
+    assert (await broken.json())["input"] is None  # never read: no size or format made up
     # The child that failed at listing time is still announced to the webhook receiver.
     broken_id = by_key["broken.jpg"]["id"]
     assert await pool.zscore(settings.redis.queue_name, f"webhook:{broken_id}") is not None

@@ -154,7 +154,7 @@ async def test_multipart_png_with_options_and_bearer_auth(
     job_id = await accepted(response)
     record = await JobStore(redis, settings.redis.prefix).get(job_id)
     assert record is not None
-    assert record.input.format is ImageFormat.PNG
+    assert record.known_input().format is ImageFormat.PNG
     assert record.options == BlurOptions(targets=(Target.FACES,), blur=12.5, padding=0.3, keep_metadata=True)
     request = await queued_payload(redis, settings, job_id)
     assert request["options"]["targets"] == ["faces"]
@@ -169,7 +169,7 @@ async def test_exif_orientation_swaps_reported_size(
     job_id = await accepted(await client.post("/v1/jobs", data=multipart(jpeg), headers=auth))
     record = await JobStore(redis, settings.redis.prefix).get(job_id)
     assert record is not None
-    assert (record.input.width, record.input.height) == (100, 300)
+    assert (record.known_input().width, record.known_input().height) == (100, 300)
 
 
 @pytest.mark.parametrize("prefix", ["", "data:image/jpeg;base64,"])
