@@ -80,7 +80,7 @@ class JobSubmitter:
         ``image`` is either the image's bytes (stored as an upload, deleted by the worker when done) or a
         reference to an object in the store that Veil may read (left in place).
         Raises 400/413/415 for bad images, 503 when Redis or the store is unavailable or the queue is full,
-        429 when the owner's key is over its rate (both before the image is read or stored).
+        429 when the owner's key is over its rate (both before the image is checked or stored).
         """
         await self.admit(owner)
         if isinstance(image, ObjectRef):

@@ -105,7 +105,7 @@ class QueueUnavailableError(TransientError):
 
 
 class QueueFullError(TransientError):
-    """The queue holds as many jobs as the operator allows (``VEIL_GATEWAY__MAX_QUEUED_JOBS``)."""
+    """The queue holds as many jobs as the operator allows (``VEIL_REDIS__MAX_QUEUED_JOBS``)."""
 
     code = "QUEUE_FULL"
 
