@@ -88,8 +88,9 @@ class OpenVinoSession:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        results = request.infer(input_feed)
+        # Zero-copy in (the caller's blob outlives this synchronous call) and out (copied once, below).
+        results = request.infer(input_feed, share_inputs=True, share_outputs=True)
         # A port may carry several tensor names (an Identity folded away leaves both): index them all.
         by_name = {name: value for port, value in results.items() for name in port.get_names()}
-        # infer() reuses its output buffers on the next call: hand out copies.
+        # The request reuses its output buffers on the next call: hand out copies.
         return [np.array(by_name[name], copy=True) for name in (output_names or self._output_names)]
