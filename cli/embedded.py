@@ -6,8 +6,10 @@ Both come from pip-installed parts: ``redis-server`` on PATH, else the binary in
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,17 +55,35 @@ def find_weed() -> str:
     return found
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A free port below the kernel's ephemeral range (and low enough that SeaweedFS's gRPC port, 10000
+    higher, is below it too). A client polling an ephemeral port nobody listens on yet can connect to
+    itself (TCP simultaneous open) and read its own request back as the answer."""
+    try:
+        ephemeral_start = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768
+    highest = ephemeral_start - 10016
+    for _ in range(500):
+        if highest <= _LOWEST_PORT:
+            break
+        port = random.randrange(_LOWEST_PORT, highest)
+        if _port_free(port, host):
+            return port
+    with socket.socket() as sock:  # an unusual port range: let the kernel pick
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True
@@ -217,7 +237,7 @@ def start_seaweed(data_dir: Path, s3_port: int | None = None, timeout: float = 6
             urllib.request.urlopen(f"http://127.0.0.1:{ports['s3']}/", timeout=1)
         except urllib.error.HTTPError:
             return True  # 403 without credentials: the S3 endpoint answers
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not listening yet, or not answering HTTP
             return False
         return True
 
