@@ -20,6 +20,7 @@ from shared.queue import deserialize, open_pool
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from tests.integration.conftest import ClientFactory
+from tests.integration.test_gateway_jobs import with_changes
 from workers.bulk import expand_bulk
 from workers.context import CTX_KEY, WorkerContext
 
@@ -232,9 +233,7 @@ async def test_bulk_waits_while_the_queue_is_half_full(
     user_prefix: str,
 ) -> None:
     queue = f"veil:test-bulk-wait:{uuid.uuid4().hex}"
-    limited = settings.model_copy(
-        update={"redis": settings.redis.model_copy(update={"queue_name": queue, "max_queued_jobs": 4})}
-    )
+    limited = with_changes(settings, redis={"queue_name": queue, "max_queued_jobs": 4})
     client = await make_client(limited)
     body = {"s3": {"bucket": USER_BUCKET, "prefix": user_prefix}}
     response = await client.post("/v1/bulk", json=body, headers={"X-API-Key": api_key[0]})
