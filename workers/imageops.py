@@ -78,21 +78,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
 def probe(data: bytes) -> tuple[ImageFormat, int, int]:
     """Format and stored size from the header alone, so oversized images are refused before decoding."""
     fmt = sniff_format(data)
@@ -102,7 +87,7 @@ def probe(data: bytes) -> tuple[ImageFormat, int, int]:
     elif fmt is ImageFormat.PNG and data[12:16] == b"IHDR" and len(data) >= 24:
         size = struct.unpack(">II", data[16:24])
     elif fmt is ImageFormat.WEBP:
-        size = _webp_size(data)
+        size = metadata.webp_size(data)
     if fmt is None or size is None or size[0] < 1 or size[1] < 1:
         raise ValidationError(_UNDECODABLE)
     return fmt, size[0], size[1]

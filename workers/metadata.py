@@ -15,6 +15,8 @@ from shared.jobs import ImageFormat
 _EXIF_HEADER = b"Exif\x00\x00"
 _ORIENTATION_TAG = 0x0112
 _SHORT = 3
+_VP8X_EXIF = 0x08  # WebP extended-format flags
+_VP8X_ALPHA = 0x10
 
 
 def exif_payload(data: bytes, fmt: ImageFormat) -> bytes | None:
@@ -101,9 +103,47 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
+def webp_size(data: bytes) -> tuple[int, int] | None:
+    """A WebP's canvas size from its first chunk (extended, lossy or lossless), if readable."""
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _webp_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) & 1 else b"")
+
+
+def _webp_with_exif(encoded: bytes, tiff: bytes) -> bytes:
+    """An extended WebP (VP8X, EXIF flag set) with an EXIF chunk at the end, where the format puts it."""
+    chunks = encoded[12:]
+    first = chunks[:4]
+    if first == b"VP8X":  # already extended (the encoder writes this when there is alpha)
+        chunks = chunks[:8] + bytes([chunks[8] | _VP8X_EXIF]) + chunks[9:]
+    else:
+        size = webp_size(encoded)
+        if size is None:
+            return encoded  # not a WebP this module can read: drop the metadata rather than corrupt it
+        width, height = size
+        lossless_alpha = first == b"VP8L" and bool(int.from_bytes(encoded[21:25], "little") >> 28 & 1)
+        flags = _VP8X_EXIF | (_VP8X_ALPHA if lossless_alpha else 0)
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        chunks = _webp_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + canvas) + chunks
+    chunks += _webp_chunk(b"EXIF", tiff)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
 def with_exif(encoded: bytes, fmt: ImageFormat, tiff: bytes) -> bytes:
-    """``encoded`` (as written by the encoder: no metadata) with the EXIF block added. JPEG and PNG; WebP is
-    returned unchanged (its container would need rewriting)."""
+    """``encoded`` (as written by the encoder: no metadata) with the EXIF block added."""
     if fmt is ImageFormat.JPEG:
         segment = _EXIF_HEADER + tiff
         if len(segment) + 2 > 0xFFFF:
@@ -112,4 +152,4 @@ def with_exif(encoded: bytes, fmt: ImageFormat, tiff: bytes) -> bytes:
     if fmt is ImageFormat.PNG:
         ihdr_end = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]
         return encoded[:ihdr_end] + _png_chunk(b"eXIf", tiff) + encoded[ihdr_end:]
-    return encoded
+    return _webp_with_exif(encoded, tiff)

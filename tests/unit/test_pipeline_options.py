@@ -3,12 +3,15 @@ strength per class, exclusion zones, panorama chunks, a logo on plates, and kept
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import Any, cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pytest
+from PIL import Image
 
 from shared.jobs import BlurOptions, Exclusion, ImageFormat
 from tests.images import astronaut_bgr
@@ -108,3 +111,47 @@ def test_png_metadata_round_trip() -> None:
     assert decoded is not None  # the chunk is valid PNG
     kept, _, _ = _run(BlurOptions(keep_metadata=True), png)
     assert metadata.orientation(metadata.exif_payload(kept.image, ImageFormat.PNG) or b"") == 1
+
+
+def _tiff_with_orientation(value: int) -> bytes:
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    return tiff + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0) + struct.pack("<I", 0)
+
+
+@pytest.mark.parametrize(
+    ("channels", "params"),
+    [
+        (3, [cv2.IMWRITE_WEBP_QUALITY, 90]),  # simple lossy: "VP8 "
+        (3, [cv2.IMWRITE_WEBP_QUALITY, 101]),  # lossless: "VP8L"
+        (4, [cv2.IMWRITE_WEBP_QUALITY, 90]),  # lossy with alpha: already extended, "VP8X"
+    ],
+)
+def test_webp_metadata_round_trip(channels: int, params: list[int]) -> None:
+    pixels = astronaut_bgr()
+    if channels == 4:
+        pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+        pixels[:64, :64, 3] = 0  # some transparency, so the encoder keeps an alpha plane
+    ok, out = cv2.imencode(".webp", pixels, params)
+    assert ok
+    plain = out.tobytes()
+    webp = metadata.with_exif(plain, ImageFormat.WEBP, _tiff_with_orientation(6))
+    assert webp[12:16] == b"VP8X" and webp[20] & 0x08  # extended, EXIF flag set
+    assert struct.unpack("<I", webp[4:8])[0] == len(webp) - 8  # RIFF size
+    assert metadata.orientation(metadata.exif_payload(webp, ImageFormat.WEBP) or b"") == 6
+    assert metadata.webp_size(webp) == (512, 512)
+    with Image.open(io.BytesIO(webp)) as image:  # another reader agrees: pixels, alpha and tag
+        assert image.getexif().get(0x0112) == 6
+        assert image.mode == ("RGBA" if channels == 4 else "RGB")
+    same = cv2.imdecode(np.frombuffer(webp, np.uint8), cv2.IMREAD_UNCHANGED)
+    before = cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert same is not None and before is not None and np.array_equal(same, before)
+
+
+def test_webp_metadata_kept_upright_on_request() -> None:
+    _, out = cv2.imencode(".webp", astronaut_bgr(), [cv2.IMWRITE_WEBP_QUALITY, 90])
+    source = metadata.with_exif(out.tobytes(), ImageFormat.WEBP, _tiff_with_orientation(6))
+    kept, _, _ = _run(BlurOptions(keep_metadata=True), source)
+    assert kept.format is ImageFormat.WEBP
+    assert metadata.orientation(metadata.exif_payload(kept.image, ImageFormat.WEBP) or b"") == 1
+    stripped, _, _ = _run(BlurOptions(), source)
+    assert metadata.exif_payload(stripped.image, ImageFormat.WEBP) is None
