@@ -68,9 +68,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     except (OSError, ValueError, IndexError):
         ephemeral_start = 32768
     highest = ephemeral_start - 10016
-    for _ in range(500):
-        if highest <= _LOWEST_PORT:
-            break
+    for _ in range(500 if highest > _LOWEST_PORT else 0):
         port = random.randrange(_LOWEST_PORT, highest)
         if _port_free(port, host):
             return port

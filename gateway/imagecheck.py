@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
 from shared.jobs import ImageFormat, InputInfo
+from shared.jpeg import START_OF_SCAN, header_segments
 from shared.settings import LimitSettings
 
 _PILLOW_FORMATS = {ImageFormat.JPEG: "JPEG", ImageFormat.PNG: "PNG", ImageFormat.WEBP: "WEBP"}
@@ -59,22 +60,9 @@ def jpeg_is_complete(data: bytes) -> bool:
     The header segments are walked to the first start-of-scan, so an end marker inside an embedded EXIF
     thumbnail does not count; inside scan data a 0xFF byte is always stuffed or a restart marker, so the
     first 0xFFD9 after it is the real end (trailing bytes after it are allowed)."""
-    pos, size = 2, len(data)
-    while pos + 4 <= size:
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", pos + 2) != -1
-        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            pos += 2
-        else:
-            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-            if length < 2:
-                return False
-            pos += 2 + length
+    for segment in header_segments(data):
+        if segment.marker == START_OF_SCAN:
+            return data.find(b"\xff\xd9", segment.offset + 2) != -1
     return False
 
 

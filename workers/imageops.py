@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from shared.errors import PayloadTooLargeError, PermanentError, ValidationError
 from shared.jobs import ImageFormat
+from shared.jpeg import header_segments
 from workers import metadata
 
 Pixels = npt.NDArray[Any]  # uint8 or uint16; HxW, HxWx3 (BGR) or HxWx4 (BGRA)
@@ -59,22 +60,10 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+    for segment in header_segments(data):
+        if segment.marker in _JPEG_SOF and segment.offset + 9 <= len(data):
+            height, width = struct.unpack(">HH", data[segment.offset + 5 : segment.offset + 9])
             return width, height
-        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        i += 2 + length
     return None
 
 

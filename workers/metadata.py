@@ -11,6 +11,7 @@ import struct
 import zlib
 
 from shared.jobs import ImageFormat
+from shared.jpeg import header_segments
 
 _EXIF_HEADER = b"Exif\x00\x00"
 _ORIENTATION_TAG = 0x0112
@@ -23,17 +24,11 @@ def exif_payload(data: bytes, fmt: ImageFormat) -> bytes | None:
     """The TIFF-structured EXIF block of an encoded image (without JPEG's ``Exif\\0\\0`` header), if any."""
     payload: bytes | None = None
     if fmt is ImageFormat.JPEG:
-        i = 2
-        while i + 4 <= len(data) and data[i] == 0xFF:
-            marker = data[i + 1]
-            if marker in (0xD9, 0xDA):  # end of image, start of scan: no more metadata segments
+        for segment in header_segments(data):  # metadata segments all come before the scan
+            body = data[segment.offset + 4 : segment.end]
+            if segment.marker == 0xE1 and body.startswith(_EXIF_HEADER):
+                payload = body
                 break
-            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-            segment = data[i + 4 : i + 2 + length]
-            if marker == 0xE1 and segment.startswith(_EXIF_HEADER):
-                payload = segment
-                break
-            i += 2 + length
     elif fmt is ImageFormat.PNG:
         i = 8
         while i + 8 <= len(data):
