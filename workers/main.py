@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
-import onnxruntime as ort
 from arq import cron
 from arq.worker import Worker, func
 from redis.asyncio import Redis
@@ -32,7 +31,7 @@ from shared.storage import ObjectStore
 from workers.bulk import expand_bulk
 from workers.context import CTX_KEY, WorkerContext, worker_context
 from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
-from workers.runtime import Engine, cpu_count, cpu_has_fast_int8, load_engine, plan
+from workers.runtime import Engine, cpu_count, load_engine, plan_for_this_machine
 from workers.tasks import anonymize, sweep_expired
 
 log = logging.getLogger("veil.worker")
@@ -113,12 +112,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def effective_max_jobs(settings: Settings) -> int:
     """arq's concurrency: enough jobs per lane that lanes never wait on S3 or on arq's poll (one in
     inference, others fetching, storing or queued for a lane), and two full batches so batches can fill."""
-    chosen = plan(
-        settings.worker,
-        list(ort.get_available_providers()),
-        cores=cpu_count(),
-        fast_int8=cpu_has_fast_int8(),
-    )
+    chosen = plan_for_this_machine(settings.worker)
     per_lane = 2 if chosen.on_gpu else 4
     return max(settings.worker.max_jobs, per_lane * chosen.lanes, 2 * chosen.max_batch)
 

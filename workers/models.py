@@ -418,23 +418,15 @@ def ensure_face_model(model_dir: Path, variant: FaceVariant, wheel_dir: Path | N
             lambda t: quantize.quantize_faces(paths.faces, t, calibration_photos(wheel_dir)),
             source_sha256=CENTERFACE.sha256,
             prepare_version=PREPARE_VERSION,
+            calibration=f"percentile-{quantize.FACE_PERCENTILE}",
         )
 
 
 def _worker_plan() -> Any:
-    import onnxruntime as ort
-
     from shared.settings import load_settings
-    from workers.openvino_session import bf16_ready
-    from workers.runtime import cpu_count, cpu_has_fast_int8, plan
+    from workers.runtime import plan_for_this_machine
 
-    return plan(
-        load_settings().worker,
-        list(ort.get_available_providers()),
-        cores=cpu_count(),
-        fast_int8=cpu_has_fast_int8(),
-        fast_bf16=bf16_ready(),
-    )
+    return plan_for_this_machine(load_settings().worker)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,12 @@
-"""Models on OpenVINO in bfloat16 (CenterFace by default), for CPUs with AMX or AVX-512 BF16.
+"""Models on OpenVINO for CPUs with AMX or AVX-512 BF16: CenterFace in int8 by default, bf16 on request.
 
-On those CPUs OpenVINO runs a float32 ONNX model in bfloat16 on the matrix units: CenterFace at
-1280x736 takes about 130 ms per pass on one core against about 300 ms with onnxruntime's float32 kernels,
-with the same face recall (docs/accuracy.md), where int8 loses some; in the whole pipeline on 2 busy
-cores the face stage ran 1.4x faster than float32 (docs/benchmarks.md). onnxruntime's own OpenVINO provider
-would replace the ``onnxruntime`` package with an older build, so the ``openvino`` runtime is used
-directly, behind the two methods of an onnxruntime session the detectors call (``get_inputs``, ``run``).
+On those CPUs OpenVINO runs an ONNX model on the matrix units: a float32 model in bfloat16, or an int8
+QDQ model (as :mod:`workers.quantize` writes it) on its int8 kernels. CenterFace at 1280x736 takes about
+90 ms per pass on one core in int8 and 100-125 ms in bf16, against about 300 ms with onnxruntime's
+float32 kernels and 120-140 ms with its int8 ones. The percentile-calibrated int8 model keeps the float
+model's anon_recall on the faces set (docs/accuracy.md). onnxruntime's own OpenVINO provider would
+replace the ``onnxruntime`` package with an older build, so the ``openvino`` runtime is used directly,
+behind the two methods of an onnxruntime session the detectors call (``get_inputs``, ``run``).
 
 One compiled model serves every lane: ``streams`` executors with ``threads_per_stream`` threads each, and
 one infer request per calling thread (requests are not thread-safe; the lanes run concurrently).
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
-PROVIDER = "OpenVINO-bf16"  # how the plan and the logs name this backend
+PROVIDER = "OpenVINO"  # how the plan and the logs name this backend, with the precision: OpenVINO-bf16
 
 
 def bf16_ready() -> bool:
@@ -49,9 +50,13 @@ class _Input:
 
 
 class OpenVinoSession:
-    """A float32 ONNX model compiled by OpenVINO for the CPU in bfloat16, with dynamic input sizes."""
+    """An ONNX model compiled by OpenVINO for the CPU, with dynamic input sizes: a float32 model computed
+    in bfloat16, or an int8 QDQ model (its quantized layers on the int8 kernels, the rest in bfloat16).
+    ``precision`` only names it in ``get_providers``."""
 
-    def __init__(self, path: Path, *, streams: int, threads_per_stream: int = 1) -> None:
+    def __init__(
+        self, path: Path, *, streams: int, threads_per_stream: int = 1, precision: str = "bf16"
+    ) -> None:
         import openvino
 
         core = openvino.Core()
@@ -74,13 +79,14 @@ class OpenVinoSession:
         )
         self._output_names = [output.get_any_name() for output in self._compiled.outputs]
         self._local = threading.local()
-        log.info("compiled %s with OpenVINO (bf16, %d streams)", Path(path).name, streams)
+        self._provider = f"{PROVIDER}-{precision}"
+        log.info("compiled %s with OpenVINO (%s, %d streams)", Path(path).name, precision, streams)
 
     def get_inputs(self) -> list[_Input]:
         return [_Input(self._input_name, ["batch", self._channels, "height", "width"])]
 
     def get_providers(self) -> list[str]:
-        return [PROVIDER]
+        return [self._provider]
 
     def run(
         self, output_names: list[str] | None, input_feed: dict[str, npt.NDArray[Any]], run_options: Any = None

@@ -37,6 +37,7 @@ PAD_VALUE = 114
 _FLOAT16 = 10
 _FLOAT = 1
 _MIN_OPSET = 13
+FACE_PERCENTILE = 99.999
 
 
 def float16_to_float32(model: Any) -> Any:
@@ -289,6 +290,12 @@ def _reader(input_name: str, blobs: list[npt.NDArray[np.float32]]) -> Any:
         def __init__(self) -> None:
             self._items = iter(blobs)
 
+        def __len__(self) -> int:
+            return len(blobs)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._items = iter(blobs[start_index:end_index])
+
         def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
             blob = next(self._items, None)
             return None if blob is None else {input_name: blob}
@@ -327,9 +334,12 @@ def quantize_int8(
     input_name: str,
     blobs: list[npt.NDArray[np.float32]],
     exclude: Sequence[str] = (),
+    percentile: float | None = None,
 ) -> None:
-    """Static int8 QDQ quantization: per-channel int8 weights, uint8 activations, MinMax calibration;
-    nodes named in ``exclude`` stay float."""
+    """Static int8 QDQ quantization: per-channel int8 weights, uint8 activations; nodes named in
+    ``exclude`` stay float. Activation ranges: min/max over the calibration inputs, or with
+    ``percentile`` the range holding that share of values (a few extreme activations then no longer
+    stretch the int8 steps of a whole tensor)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -356,11 +366,20 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.Percentile if percentile else CalibrationMethod.MinMax,
             nodes_to_exclude=list(exclude),
+            extra_options=_calibration_options(percentile),
         )
         os.replace(partial, target)
     log.info("quantized %s on %d calibration inputs", target.name, len(blobs))
+
+
+def _calibration_options(percentile: float | None) -> dict[str, Any]:
+    if percentile is None:
+        return {}
+    # Histograms are collected one input at a time ("strided", despite the option's name): memory stays
+    # at one input's activations (all at once took 9 GB for CenterFace), and inputs may differ in size.
+    return {"CalibPercentile": percentile, "CalibStridedMinMax": 1}
 
 
 def quantize_plates(float32_model: Path, target: Path, photos: Sequence[RGB]) -> None:
@@ -398,10 +417,13 @@ def face_blob(image: RGB, max_side: int, align: int = 32) -> npt.NDArray[np.floa
 
 
 def quantize_faces(prepared: Path, target: Path, photos: Sequence[RGB]) -> None:
-    """The int8 CenterFace, calibrated on the photos at several sizes (its input size is dynamic)."""
+    """The int8 CenterFace, calibrated on the photos at several sizes (its input size is dynamic).
+
+    Percentile ranges, not min/max: with min/max, face recall fell 0.9 points below float on the faces
+    set at the same threshold; at the 99.999th percentile it is within 0.3 points (docs/accuracy.md)."""
     sides = (1280, 960, 640)
     blobs = [face_blob(photo, sides[i % len(sides)]) for i, photo in enumerate(photos)]
-    quantize_int8(prepared, target, _input_name(prepared), blobs)
+    quantize_int8(prepared, target, _input_name(prepared), blobs, percentile=FACE_PERCENTILE)
 
 
 def _input_name(path: Path) -> str:

@@ -19,13 +19,14 @@ from workers.models import (
     FACE_INPUT,
     FACE_OUTPUTS,
     ModelPaths,
+    ensure_face_model,
     ensure_plate_model,
     ensure_whole_plate_model,
     original_centerface,
 )
 from workers.openvino_session import OpenVinoSession, bf16_ready
 from workers.quantize import letterbox
-from workers.runtime import load_engine
+from workers.runtime import CPU, create_session, load_engine
 
 from .conftest import MODEL_DIR
 
@@ -198,10 +199,31 @@ def test_openvino_bf16_faces_agree_with_onnxruntime(
     assert bf16.detect(np.full((480, 640, 3), 128, np.uint8), 0.3, 1280) == []
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_int8_faces_agree_with_float(runtime: str, face_detector: FaceDetector) -> None:
+    """The int8 CenterFace (percentile-calibrated, as built for the worker) finds the float model's face."""
+    if runtime == "openvino" and not bf16_ready():
+        pytest.skip("needs openvino and a CPU with AMX / AVX-512 BF16")
+    path = ensure_face_model(MODEL_DIR, "int8")
+    session = (
+        OpenVinoSession(path, streams=1, precision="int8")
+        if runtime == "openvino"
+        else create_session(path, [CPU], intra_op_threads=0, model_dir=MODEL_DIR)
+    )
+    int8 = FaceDetector(session)
+    (reference,) = face_detector.detect(astronaut_rgb(), 0.3, 1280)
+    (found,) = int8.detect(astronaut_rgb(), 0.3, 1280)
+    assert found.score == pytest.approx(reference.score, abs=0.1)
+    assert iou(found.box, reference.box) > 0.8
+    assert int8.detect(np.full((480, 640, 3), 128, np.uint8), 0.3, 1280) == []
+    if runtime == "openvino":
+        assert session.get_providers() == ["OpenVINO-int8"]
+
+
 def test_engine_end_to_end_plate_scene() -> None:
     anonymizer = load_engine(WorkerSettings(providers=["CPUExecutionProvider"], model_dir=MODEL_DIR))
     anonymizer.warm_up()
-    assert anonymizer.providers[0] == "CPUExecutionProvider"  # then OpenVINO-bf16 where faces run on it
+    assert anonymizer.providers[0] == "CPUExecutionProvider"  # then OpenVINO-int8 where faces run on it
     scene, (x1, y1, x2, y2) = make_plate_scene()
     ok, png = cv2.imencode(".png", scene)
     assert ok

@@ -149,12 +149,19 @@ def test_plan_without_fast_int8_keeps_float_plates() -> None:
     assert plan(_worker(plate_model="int8"), CPU_BUILD, cores=2, fast_int8=False).plate_model == "int8"
 
 
-def test_plan_faces_bf16_only_where_the_cpu_computes_it() -> None:
-    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True).face_model == "bf16"
-    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False).face_model == "fp32"
-    assert plan(_worker(), GPU_BUILD, cores=8, fast_int8=True, fast_bf16=True).face_model == "fp32"
-    chosen = plan(_worker(face_model="int8"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True)
-    assert chosen.face_model == "int8"
+def test_plan_faces_int8_on_openvino_only_where_the_cpu_has_amx() -> None:
+    auto = plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True)
+    assert (auto.face_model, auto.faces_on_openvino) == ("int8", True)
+    elsewhere = plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False)
+    assert (elsewhere.face_model, elsewhere.faces_on_openvino) == ("fp32", False)
+    on_gpu = plan(_worker(), GPU_BUILD, cores=8, fast_int8=True, fast_bf16=True)
+    assert (on_gpu.face_model, on_gpu.faces_on_openvino) == ("fp32", False)
+    # int8 on request runs on onnxruntime where OpenVINO cannot take it.
+    asked = plan(_worker(face_model="int8"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False)
+    assert (asked.face_model, asked.faces_on_openvino) == ("int8", False)
+    bf16 = plan(_worker(face_model="bf16"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True)
+    assert (bf16.face_model, bf16.faces_on_openvino) == ("bf16", True)
+    assert auto.describe()["face_runtime"] == "openvino"
     with pytest.raises(ModelsNotReadyError, match="face_model bf16"):
         plan(_worker(face_model="bf16"), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=False)
     # Plates stay int8 where it is fast (bf16 plates measured no faster in the pipeline); bf16 on request.
@@ -226,10 +233,26 @@ def test_create_session_without_spinning(tmp_path: Path) -> None:
 
 def test_effective_max_jobs_keeps_lanes_fed(monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import main as worker_main
+    from workers import openvino_session, runtime
 
-    monkeypatch.setattr(worker_main, "cpu_count", lambda: 2)
-    monkeypatch.setattr(worker_main, "cpu_has_fast_int8", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "cpu_has_fast_int8", lambda: True)
+    monkeypatch.setattr(openvino_session, "bf16_ready", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: CPU_BUILD)
     assert worker_main.effective_max_jobs(load_settings()) == 8  # 4 per lane, 2 lanes
     monkeypatch.setattr(ort, "get_available_providers", lambda: GPU_BUILD)
     assert worker_main.effective_max_jobs(load_settings()) == 16  # two batches of 8
+
+
+def test_effective_max_jobs_sees_the_same_machine_as_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An explicit face_model=bf16 once failed here: the concurrency plan did not ask about bf16."""
+    from workers import main as worker_main
+    from workers import openvino_session, runtime
+
+    monkeypatch.setattr(runtime, "cpu_count", lambda: 2)
+    monkeypatch.setattr(openvino_session, "bf16_ready", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: CPU_BUILD)
+    monkeypatch.setenv("VEIL_WORKER__FACE_MODEL", "bf16")
+    assert worker_main.effective_max_jobs(load_settings()) == 8
