@@ -31,6 +31,7 @@ from shared.jobstore import JobStore, finished_channel
 from shared.queue import enqueue_anonymize
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.transfer import ObjectTransfer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class JobSubmitter:
     ) -> None:
         self._settings = settings
         self._store = store
+        self._transfer = ObjectTransfer.open(store)  # needs the running loop: built in a cleanup context
         self._redis = redis
         self._jobs = JobStore(redis, settings.redis.prefix)
         self._admission = Admission(redis, settings)
@@ -67,6 +69,7 @@ class JobSubmitter:
 
     async def close(self) -> None:
         await self._finished.close()
+        await self._transfer.close()
 
     @property
     def jobs(self) -> JobStore:
@@ -132,7 +135,7 @@ class JobSubmitter:
         info = await asyncio.to_thread(inspect_image, data, limits)
         job_id = new_job_id()
         source = ObjectRef(bucket=self._store.bucket, key=self._store.upload_key(job_id))
-        await asyncio.to_thread(self._store.put, source.key, data, info.format.content_type)
+        await self._transfer.put(source.key, data, info.format.content_type)
         try:
             return await self._enqueue(
                 job_id, owner, source, info, options, delete_source=True, callback_url=callback_url

@@ -49,6 +49,9 @@ class S3Settings(BaseModel):
     readable_buckets: CsvList = Field(default_factory=list)
     # Buckets bulk jobs may write blurred copies into (``"output": {"bucket", "prefix"}``).
     writable_buckets: CsvList = Field(default_factory=list)
+    # Image bytes (upload PUT, the worker's GET and result PUT, the upload's DELETE) on presigned URLs over
+    # aiohttp instead of through boto3: about half the client CPU (shared/transfer.py). false: all boto3.
+    presigned_transfers: bool = True
 
 
 class LimitSettings(BaseModel):

@@ -165,6 +165,22 @@ class ObjectStore:
     def delete(self, key: str, bucket: str | None = None) -> None:
         self._call(lambda: self._s3.delete_object(Bucket=bucket or self.bucket, Key=key))
 
+    def presign(
+        self,
+        operation: str,
+        key: str,
+        bucket: str | None = None,
+        *,
+        content_type: str | None = None,
+        expires_in: int = 300,
+    ) -> str:
+        """A short-lived URL on the internal endpoint for :mod:`shared.transfer` (offline signing)."""
+        params = {"Bucket": bucket or self.bucket, "Key": key}
+        if content_type is not None:
+            params["ContentType"] = content_type
+        url: str = self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in)
+        return url
+
     def presign_get(self, key: str, expires_in: int) -> str:
         url: str = self._presigner.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in

@@ -12,6 +12,7 @@ from shared.jobs import BlurOptions
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.transfer import ObjectTransfer
 from workers.pipeline import AnonymizeResult
 
 CTX_KEY = "veil"
@@ -39,6 +40,7 @@ class WorkerContext:
     settings: Settings
     redis: Redis
     store: ObjectStore
+    transfer: ObjectTransfer  # the hot GET / PUT / DELETE of image bytes (presigned URLs over aiohttp)
     jobs: JobStore
     anonymizer: Runner
     # The inference lanes: one thread per image in flight through the pipeline (decode, detect, blur,

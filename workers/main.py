@@ -28,6 +28,7 @@ from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, se
 from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
+from shared.transfer import ObjectTransfer
 from workers.bulk import expand_bulk
 from workers.context import CTX_KEY, WorkerContext, worker_context
 from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
@@ -70,6 +71,7 @@ def make_startup(settings: Settings) -> Any:
             settings=settings,
             redis=redis,
             store=store,
+            transfer=ObjectTransfer.open(store),
             jobs=JobStore(redis, settings.redis.prefix),
             anonymizer=engine,
             inference=ThreadPoolExecutor(max_workers=engine.plan.lanes, thread_name_prefix="lane"),
@@ -103,6 +105,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     with contextlib.suppress(Exception):
         await withdraw(state.redis, state.settings.redis.prefix, state.id)
     await state.redis.aclose()
+    await state.transfer.close()
     state.inference.shutdown(wait=False, cancel_futures=True)
     engine = ctx.get("engine")
     if isinstance(engine, Engine):

@@ -77,7 +77,7 @@ async def _finish(state: WorkerContext, request: JobRequest, record: JobRecord) 
     await state.jobs.put(record)
     if request.delete_source:
         try:
-            await asyncio.to_thread(state.store.delete, request.source.key, request.source.bucket)
+            await state.transfer.delete(request.source.key, request.source.bucket)
         except VeilError:  # the lifecycle rule on uploads/ removes it within a day anyway
             log.warning("could not delete original of job %s", request.id)
 
@@ -100,8 +100,8 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
     settings = state.settings
     t0 = time.perf_counter()
     try:
-        stored = await asyncio.to_thread(
-            state.store.get, request.source.key, request.source.bucket, settings.limits.max_upload_bytes
+        stored = await state.transfer.get(
+            request.source.key, request.source.bucket, settings.limits.max_upload_bytes
         )
     except NotFoundError as exc:
         raise ValidationError("the uploaded image is no longer in the store", code="SOURCE_MISSING") from exc
@@ -132,11 +132,9 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
     fmt = ImageFormat(result.format)
     key = state.store.result_key(request.id, fmt.extension)
     # Re-runs overwrite the same key: the job is idempotent.
-    await asyncio.to_thread(state.store.put, key, result.image, result.content_type)
+    await state.transfer.put(key, result.image, result.content_type)
     if request.output is not None:  # bulk jobs: a blurred copy into the customer's bucket too
-        await asyncio.to_thread(
-            state.store.put, request.output.key, result.image, result.content_type, request.output.bucket
-        )
+        await state.transfer.put(request.output.key, result.image, result.content_type, request.output.bucket)
     ttl = settings.s3.result_ttl_seconds
     url = state.store.presign_get(key, ttl)
     finished = utcnow()

@@ -19,6 +19,7 @@ from shared.jobstore import JobStore
 from shared.queue import deserialize, open_pool
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.transfer import ObjectTransfer
 from tests.integration.conftest import ClientFactory
 from tests.integration.test_gateway_jobs import with_changes
 from workers.bulk import expand_bulk
@@ -59,6 +60,7 @@ def _ctx(settings: Settings, store: ObjectStore, redis: Redis, pool: ArqRedis) -
         settings=settings,
         redis=redis,
         store=store,
+        transfer=ObjectTransfer(store, None),  # boto3 in a thread: no session to close
         jobs=JobStore(redis, settings.redis.prefix),
         anonymizer=None,  # type: ignore[arg-type]  # expand_bulk never runs detection
         inference=ThreadPoolExecutor(1),

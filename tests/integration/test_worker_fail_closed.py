@@ -18,6 +18,7 @@ from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobReque
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.transfer import ObjectTransfer
 from workers.context import CTX_KEY, WorkerContext
 from workers.pipeline import AnonymizeResult
 from workers.tasks import anonymize
@@ -84,6 +85,7 @@ async def _setup(
         settings=tuned,
         redis=redis,
         store=store,
+        transfer=ObjectTransfer(store, None),  # boto3 in a thread: no session to close
         jobs=jobs,
         anonymizer=anonymizer,
         inference=ThreadPoolExecutor(1),
