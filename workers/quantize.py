@@ -419,7 +419,7 @@ def face_blob(image: RGB, max_side: int, align: int = 32) -> npt.NDArray[np.floa
 def quantize_faces(prepared: Path, target: Path, photos: Sequence[RGB]) -> None:
     """The int8 CenterFace, calibrated on the photos at several sizes (its input size is dynamic).
 
-    Percentile ranges, not min/max: with min/max, anon_recall on the faces set fell 0.3 points below float
+    Percentile ranges, not min/max: with min/max, anon_recall on the faces set fell 0.8 points below float
     and det_recall 0.9 (in-process); at the 99.999th percentile anon_recall through the API equals bf16's
     and det_recall is 0.55 points lower (docs/accuracy.md)."""
     sides = (1280, 960, 640)
