@@ -82,6 +82,25 @@ class AnonymizeResult:
     timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run), blur, encode
 
 
+@dataclass(frozen=True)
+class Detected:
+    """An image decoded and searched, before any pixel changes."""
+
+    image: imageops.DecodedImage
+    faces: list[RawDetection]
+    plates: list[RawDetection]
+    timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round((time.perf_counter() - start) * 1000, 2)
+
+
 def plate_cover(detection: RawDetection) -> BoxF:
     """The box unioned with the mask polygon's bounding rect, so the whole plate is covered."""
     x1, y1, x2, y2 = detection.box
@@ -158,31 +177,13 @@ class Anonymizer:
             found = tiling.merge(found, plates_mod.NMS_IOU)
         return found
 
-    def run(
-        self,
-        data: bytes,
-        options: BlurOptions,
-        *,
-        max_pixels: int,
-        face_max_side: int,
-        logo: bytes | None = None,
-    ) -> AnonymizeResult:
-        """Decode, detect what ``options.targets`` asks for, blur (or, at strength 0, only report), put the
-        ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes."""
+    def detect(self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int) -> Detected:
+        """Decode and run the detectors ``options.targets`` asks for: the model part of :meth:`run`, and
+        all of what ``veil bench`` times as the model-only loop."""
         timings: dict[str, float] = {}
-
-        @contextmanager
-        def timed(name: str) -> Iterator[None]:
-            start = time.perf_counter()
-            try:
-                yield
-            finally:
-                timings[name] = round((time.perf_counter() - start) * 1000, 2)
-
-        with timed("decode"):
+        with _timed(timings, "decode"):
             image = imageops.decode(data, max_pixels=max_pixels)  # ValidationError / PayloadTooLargeError
             rgb = np.ascontiguousarray(cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-            logo_bgra = overlays.decode_logo(logo) if logo is not None else None
 
         # Panoramas (`split`): overlapping full-height chunks run as extra tiles besides the usual passes.
         chunks = (
@@ -205,15 +206,31 @@ class Anonymizer:
         if Target.FACES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.face_min_score
             side = options.face_max_side or face_max_side
-            with timed("detect_faces"):
+            with _timed(timings, "detect_faces"):
                 faces = search("face", lambda px: self.detect_faces(px, score, side), faces_mod.NMS_IOU)
         if Target.PLATES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.plate_min_score
-            with timed("detect_plates"):
+            with _timed(timings, "detect_plates"):
                 plates = search("plate", lambda px: self.detect_plates(px, score), plates_mod.NMS_IOU)
+        return Detected(image=image, faces=faces, plates=plates, timings_ms=timings)
+
+    def run(
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        logo: bytes | None = None,
+    ) -> AnonymizeResult:
+        """Decode, detect what ``options.targets`` asks for, blur (or, at strength 0, only report), put the
+        ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes."""
+        logo_bgra = overlays.decode_logo(logo) if logo is not None else None
+        found = self.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+        image, faces, plates, timings = found.image, found.faces, found.plates, found.timings_ms
 
         try:
-            with timed("blur"):
+            with _timed(timings, "blur"):
                 margin = self.config.face_head_margin
                 face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
                 plate_regions = self._regions([plate_cover(d) for d in plates], options, image)
@@ -230,7 +247,7 @@ class Anonymizer:
                         pixels = overlays.warp_logo(pixels, logo_bgra, det.polygon or _corners(det.box))
                     # The logo changed pixels inside the plates' regions, blurred or not.
                     blurred.extend(region for region in plate_regions if region not in blurred)
-            with timed("encode"):
+            with _timed(timings, "encode"):
                 encoded = imageops.encode(pixels, image.format)
                 if options.keep_metadata:
                     exif = metadata.exif_payload(data, image.format)

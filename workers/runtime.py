@@ -22,7 +22,7 @@ from shared.jobs import BlurOptions
 from shared.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from workers.pipeline import Anonymizer, AnonymizeResult
+    from workers.pipeline import Anonymizer, AnonymizeResult, Detected
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,13 @@ class Engine:
             return anonymizer.run(
                 data, options, max_pixels=max_pixels, face_max_side=face_max_side, logo=logo
             )
+        finally:
+            self._free.put(anonymizer)
+
+    def detect(self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int) -> Detected:
+        anonymizer = self._free.get()
+        try:
+            return anonymizer.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
         finally:
             self._free.put(anonymizer)
 

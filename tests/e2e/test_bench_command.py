@@ -61,6 +61,9 @@ def test_bench_json_reports_both_phases(
         assert 0 < report[phase]["p50_ms"] <= report[phase]["p95_ms"]
     assert report["model_only"]["extra"]["providers"][0] == "CPUExecutionProvider"
     assert report["model_only"]["extra"]["plan"]["lanes"] >= 1
+    # (a) is decode + both detectors, as the issue defines the model-only loop: no blur, no encode.
+    assert set(report["model_only"]["extra"]["stage_p50_ms"]) == {"decode", "detect_faces", "detect_plates"}
+    assert report["warm_up_images"] == 3  # three distinct sizes, each once through (a) and (b), untimed
     assert "cpu_steal" in report["model_only"]["extra"] and "cpu_steal" in report["end_to_end"]["extra"]
     assert report["ratio"] > 0
     assert report["worker_rss_mb"] and report["worker_rss_mb"][0] > 0
@@ -76,7 +79,9 @@ def test_bench_text_output_with_limit_and_targets(
         stack_env,
         tmp_path,
         *("--images", str(tiny_images), "--limit", "2", "--targets", "plates", "--rounds", "2"),
+        "--no-warm-up",
     )
+    assert "warm-up" not in out
     for field in ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)"):
         assert field in out, out
     assert "2 images" in out and "providers: CPUExecutionProvider" in out
