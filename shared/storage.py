@@ -15,6 +15,7 @@ from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import NotFoundError, StoreUnavailableError
+from shared.presign import PathStylePresigner
 from shared.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,16 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
+def _session(settings: S3Settings) -> boto3.session.Session:
+    """Keys from the settings, else boto3's usual chain (environment, config files, instance role)."""
+    return boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        region_name=settings.region,
+    )
+
+
+def _client(session: boto3.session.Session, endpoint_url: str | None) -> S3Client:
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
@@ -38,15 +48,21 @@ def _client(settings: S3Settings, endpoint_url: str | None) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    client: S3Client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        config=config,
-    )
+    client: S3Client = session.client("s3", endpoint_url=endpoint_url, config=config)
     return client
+
+
+_METHODS = {"get_object": "GET", "put_object": "PUT", "delete_object": "DELETE", "head_object": "HEAD"}
+
+
+def _fast_presigner(
+    session: boto3.session.Session, client: S3Client, endpoint_url: str | None
+) -> PathStylePresigner | None:
+    """For a configured endpoint with credentials at hand; None means boto3's own presigning."""
+    credentials = session.get_credentials()
+    if not endpoint_url or credentials is None or client.meta.region_name is None:
+        return None
+    return PathStylePresigner(client.meta.endpoint_url, client.meta.region_name, credentials)
 
 
 def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
@@ -72,9 +88,14 @@ class ObjectStore:
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self.bucket = settings.bucket
-        self._s3 = _client(settings, settings.endpoint_url)
+        session = _session(settings)
+        public_endpoint = settings.public_endpoint_url or settings.endpoint_url
+        self._s3 = _client(session, settings.endpoint_url)
         # Presign against the endpoint clients can reach; signing is offline, so this costs nothing.
-        self._presigner = _client(settings, settings.public_endpoint_url or settings.endpoint_url)
+        self._presigner = _client(session, public_endpoint)
+        # The hot URLs (five per job) skip boto3's request pipeline where the endpoint is fixed.
+        self._fast_internal = _fast_presigner(session, self._s3, settings.endpoint_url)
+        self._fast_public = _fast_presigner(session, self._presigner, public_endpoint)
 
     # -- key layout -------------------------------------------------------------------------------------
     def upload_key(self, job_id: str) -> str:
@@ -175,6 +196,11 @@ class ObjectStore:
         expires_in: int = 300,
     ) -> str:
         """A short-lived URL on the internal endpoint for :mod:`shared.transfer` (offline signing)."""
+        if self._fast_internal is not None:
+            method = _METHODS[operation]
+            return self._fast_internal.url(
+                method, bucket or self.bucket, key, expires_in=expires_in, content_type=content_type
+            )
         params = {"Bucket": bucket or self.bucket, "Key": key}
         if content_type is not None:
             params["ContentType"] = content_type
@@ -182,6 +208,8 @@ class ObjectStore:
         return url
 
     def presign_get(self, key: str, expires_in: int) -> str:
+        if self._fast_public is not None:
+            return self._fast_public.url("GET", self.bucket, key, expires_in=expires_in)
         url: str = self._presigner.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )

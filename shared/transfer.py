@@ -16,6 +16,8 @@ import contextlib
 import logging
 import os
 import ssl
+import urllib.parse
+import urllib.request
 
 import aiohttp
 
@@ -27,6 +29,15 @@ log = logging.getLogger(__name__)
 URL_LIFETIME_SECONDS = 300  # used at once; only has to outlive the request and its retries
 ATTEMPTS = 3  # as boto3's "standard" retry mode
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def proxy_for(endpoint_url: str | None) -> str | None:
+    """The proxy the environment names for ``endpoint_url`` (None: direct, or no endpoint set, which
+    means AWS over HTTPS)."""
+    url = urllib.parse.urlsplit(endpoint_url or "https://s3.amazonaws.com")
+    if url.hostname and urllib.request.proxy_bypass(url.hostname):
+        return None
+    return urllib.request.getproxies_environment().get(url.scheme)
 
 
 class ObjectTransfer:
@@ -47,7 +58,12 @@ class ObjectTransfer:
             limit=64, ssl=ssl.create_default_context(cafile=cafile) if cafile else True
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
-        return cls(store, aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True))
+        # Every URL goes to the one internal endpoint, so its proxy (HTTP(S)_PROXY / NO_PROXY, as boto3
+        # reads them) is looked up once here. aiohttp's trust_env would redo it and read ~/.netrc in a
+        # thread on every request: 0.9 ms of CPU each, three requests per job.
+        proxy = proxy_for(store.settings.endpoint_url)
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, proxy=proxy)
+        return cls(store, session)
 
     async def close(self) -> None:
         if self._session is not None:
