@@ -52,7 +52,7 @@ def _client(session: boto3.session.Session, endpoint_url: str | None) -> S3Clien
     return client
 
 
-_METHODS = {"get_object": "GET", "put_object": "PUT", "delete_object": "DELETE", "head_object": "HEAD"}
+_METHODS = {"get_object": "GET", "put_object": "PUT", "delete_object": "DELETE"}
 
 
 def _fast_presigner(
@@ -196,8 +196,8 @@ class ObjectStore:
         expires_in: int = 300,
     ) -> str:
         """A short-lived URL on the internal endpoint for :mod:`shared.transfer` (offline signing)."""
-        if self._fast_internal is not None:
-            method = _METHODS[operation]
+        method = _METHODS.get(operation)
+        if self._fast_internal is not None and method is not None:
             return self._fast_internal.url(
                 method, bucket or self.bucket, key, expires_in=expires_in, content_type=content_type
             )
