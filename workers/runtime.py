@@ -7,10 +7,11 @@ take it (or a node of it). TensorRT is opt-in: it compiles an engine per input s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,18 +263,21 @@ class Engine:
         face_max_side: int,
         logo: bytes | None = None,
     ) -> AnonymizeResult:
-        anonymizer = self._free.get()
-        try:
+        with self._borrowed() as anonymizer:
             return anonymizer.run(
                 data, options, max_pixels=max_pixels, face_max_side=face_max_side, logo=logo
             )
-        finally:
-            self._free.put(anonymizer)
 
     def detect(self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int) -> Detected:
+        with self._borrowed() as anonymizer:
+            return anonymizer.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+
+    @contextlib.contextmanager
+    def _borrowed(self) -> Iterator[Anonymizer]:
+        """A free anonymizer for this thread, returned when done (blocks while every lane's is in use)."""
         anonymizer = self._free.get()
         try:
-            return anonymizer.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+            yield anonymizer
         finally:
             self._free.put(anonymizer)
 
