@@ -10,6 +10,7 @@ import botocore.auth
 import pytest
 from botocore.config import Config
 
+import shared.presign
 from shared.presign import PathStylePresigner
 from shared.settings import S3Settings
 from shared.storage import ObjectStore
@@ -23,6 +24,7 @@ def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     # Both signers read the time here, so the two URLs of one case can be compared byte for byte.
     moment = datetime.datetime(2026, 11, 23, 6, 0, 0)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: moment)
+    monkeypatch.setattr(shared.presign, "_utcnow", lambda: moment)
 
 
 def _boto3(endpoint: str | None = ENDPOINT, token: str | None = None, region: str = "eu-west-1") -> Any:
@@ -83,3 +85,36 @@ def test_aws_endpoints_keep_boto3s_presigning() -> None:
     )
     params = {"Bucket": "veil", "Key": "uploads/j2"}
     assert url == client.generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://media.example.org",
+        "https://media.example.org:443",
+        "http://Store.Local:80",
+        "http://h:9000/s3",
+    ],
+)
+def test_same_url_as_boto3_on_other_endpoints(endpoint: str) -> None:
+    # Default ports are left out of the signed host, as a client leaves them out of its Host header.
+    client = _boto3(endpoint=endpoint)
+    session = boto3.session.Session(aws_access_key_id="AKID", aws_secret_access_key="SECRET")
+    presigner = PathStylePresigner(endpoint, "eu-west-1", session.get_credentials())
+    params = {"Bucket": "b", "Key": "results/j.jpg"}
+    expected = client.generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+    assert presigner.url("GET", "b", "results/j.jpg", expires_in=60) == expected
+
+
+def test_the_days_signing_key_changes_with_the_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    session = boto3.session.Session(aws_access_key_id="AKID", aws_secret_access_key="SECRET")
+    client = _boto3()
+    clock = [datetime.datetime(2026, 11, 23, 23, 59, 59)]
+    presigner = PathStylePresigner(ENDPOINT, "eu-west-1", session.get_credentials(), now=lambda: clock[0])
+    for moment in (clock[0], clock[0] + datetime.timedelta(seconds=2)):  # the second is the next day
+        clock[0] = moment
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda m=moment: m)
+        expected = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "b", "Key": "k"}, ExpiresIn=60
+        )
+        assert presigner.url("GET", "b", "k", expires_in=60) == expected
