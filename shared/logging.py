@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
 
 
 class JsonFormatter(logging.Formatter):
+    """``ts`` is UTC with milliseconds (``2026-11-23T08:01:02.345Z``), comparable across hosts; the
+    seconds part is formatted once per second, as a busy worker logs several lines per job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = (-1, "")
+
+    def timestamp(self, created: float) -> str:
+        whole = int(created)
+        if whole != self._second[0]:
+            self._second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+        return f"{self._second[1]}.{int((created - whole) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
