@@ -28,7 +28,7 @@ from shared.errors import (
 )
 from shared.jobs import BlurOptions, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, finished_channel
-from shared.queue import enqueue_anonymize
+from shared.queue import stage_anonymize
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
@@ -192,11 +192,18 @@ class JobSubmitter:
             created_at=record.created_at,
             callback_url=callback_url,
         )
-        with redis_errors("recording the job"):
-            await self._jobs.put(record)
         try:
+            # The record and the queued job, together or not at all, in one round trip.
             with redis_errors("queueing the job"):
-                await enqueue_anonymize(self._redis, request, self._settings.redis.queue_name)
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    self._jobs.stage_put(pipe, record)
+                    stage_anonymize(
+                        pipe,
+                        request,
+                        self._settings.redis.queue_name,
+                        expires_extra_ms=self._redis.expires_extra_ms,
+                    )
+                    await pipe.execute()
         except VeilError:
             await self._forget(job_id)
             raise

@@ -7,9 +7,9 @@ so a gateway holding requests open for their jobs (``wait``) learns of it withou
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared.jobs import JobRecord
-from shared.redisutil import resolve
 
 # Records outlive their results by a day so a late poll still explains what happened.
 RECORD_TTL_SECONDS = 2 * 24 * 3600
@@ -34,19 +34,25 @@ class JobStore:
         self._redis = redis
         self._prefix = prefix
         self._channel = finished_channel(prefix)
-        self._count_once = redis.register_script(_COUNT_ONCE)
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
 
-    async def put(self, record: JobRecord) -> None:
-        raw = record.model_dump_json(by_alias=True)
-        if not record.status.finished:
-            await self._redis.set(self._key(record.id), raw, ex=RECORD_TTL_SECONDS)
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._key(record.id), raw, ex=RECORD_TTL_SECONDS)
+    def stage_put(self, pipe: Pipeline, record: JobRecord, *, count_success: bool = False) -> None:
+        """Add writing ``record`` to ``pipe`` (with its announcement when final). ``count_success`` also
+        counts the job in its owner's usage, exactly once however often it is re-run."""
+        pipe.set(self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS)
+        if record.status.finished:
             pipe.publish(self._channel, record.id)
+        if count_success:
+            # EVAL, not EVALSHA: a pipeline would ask SCRIPT EXISTS first, one more round trip each time.
+            keys = [f"{self._prefix}:counted:{record.id}", f"{self._prefix}:usage:{record.owner}"]
+            pipe.eval(_COUNT_ONCE, len(keys), *keys, str(RECORD_TTL_SECONDS))
+
+    async def put(self, record: JobRecord, *, count_success: bool = False) -> None:
+        """Write ``record`` in one round trip; see :meth:`stage_put`."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self.stage_put(pipe, record, count_success=count_success)
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -72,9 +78,3 @@ class JobStore:
             self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS, nx=True
         )
         return bool(written)
-
-    async def count_success_once(self, job_id: str, owner: str) -> bool:
-        """Count a finished job in the owner's usage exactly once, however often it is re-run."""
-        keys = [f"{self._prefix}:counted:{job_id}", f"{self._prefix}:usage:{owner}"]
-        first = await resolve(self._count_once(keys=keys, args=[RECORD_TTL_SECONDS]))
-        return bool(first)

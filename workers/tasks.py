@@ -74,7 +74,8 @@ async def _load_record(state: WorkerContext, request: JobRequest) -> JobRecord:
 
 async def _finish(state: WorkerContext, request: JobRequest, record: JobRecord) -> None:
     record.finished_at = utcnow()
-    await state.jobs.put(record)
+    # The final record, its announcement and the owner's usage count: one round trip.
+    await state.jobs.put(record, count_success=record.status is JobStatus.SUCCEEDED)
     if request.delete_source:
         try:
             await state.transfer.delete(request.source.key, request.source.bucket)
@@ -188,8 +189,6 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         record.error = JobError(code="INTERNAL_ERROR", message=f"processing failed: {type(exc).__name__}")
 
     await _finish(state, request, record)
-    if record.status is JobStatus.SUCCEEDED:
-        await state.jobs.count_success_once(request.id, request.owner)
     if request.callback_url:
         await enqueue_delivery(
             ctx["redis"], request.id, request.callback_url, state.settings.redis.queue_name
