@@ -210,8 +210,11 @@ def start_seaweed(data_dir: Path, s3_port: int | None = None, timeout: float = 6
         )
     )
     log = data_dir / "weed.log"
+    # weed's own log files go beside its data, bounded; by default they pile up in /tmp, never removed.
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
     args = [
-        find_weed(), "mini",
+        find_weed(), f"-logdir={logs}", "-log_max_files=2", "-log_max_size_mb=64", "mini",
         f"-dir={data_dir / 'data'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",

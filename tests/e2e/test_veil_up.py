@@ -97,6 +97,8 @@ def test_veil_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert job["status"] == "succeeded", job
 
+        # SeaweedFS's own log files stay inside the data dir (by default they would pile up in /tmp).
+        assert list((data_dir / "seaweedfs" / "logs").glob("weed.*INFO*"))
         stack = json.loads((data_dir / "stack.json").read_text())
         assert stack["url"] == f"http://127.0.0.1:{port}"
         children = subprocess.run(
