@@ -138,7 +138,15 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     w = settings.worker
     return VeilWorker(
         functions=[
-            func(anonymize, name=ANONYMIZE_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
+            # No arq result for blur jobs: the job record is their result, and a re-run of a finished job
+            # is stopped by it. arq's would keep the whole payload in Redis for an hour per job.
+            func(
+                anonymize,
+                name=ANONYMIZE_FUNCTION,
+                timeout=w.job_timeout_seconds,
+                max_tries=w.max_tries,
+                keep_result=0,
+            ),
             func(expand_bulk, name=EXPAND_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
             func(deliver_webhook, name=DELIVER_FUNCTION, timeout=30, max_tries=MAX_ATTEMPTS),
         ],
