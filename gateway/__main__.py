@@ -7,20 +7,30 @@ import logging
 from aiohttp import web
 
 from gateway.app import create_app
+from shared.gcfreeze import freeze_startup_objects
+from shared.logging import configure_logging
 from shared.settings import load_settings
+
+log = logging.getLogger("gateway")
+
+
+async def _freeze_after_startup(app: web.Application) -> None:
+    log.info("start-up objects frozen for the garbage collector: %d", freeze_startup_objects())
 
 
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    # on_startup runs after the clean-up contexts have started: clients and pools exist by then.
+    app.on_startup.append(_freeze_after_startup)
+    log.info("serving on http://%s:%d", settings.gateway.host, settings.gateway.port)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.gateway.host,
         port=settings.gateway.port,
         access_log_format='%a "%r" %s %b %Tfs',
+        print=None,  # the JSON log says where it listens; no banner on stdout
     )
 
 

@@ -21,6 +21,7 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from shared.bulk import EXPAND_FUNCTION
+from shared.gcfreeze import freeze_startup_objects
 from shared.jobs import utcnow
 from shared.jobstore import JobStore
 from shared.logging import configure_logging
@@ -88,7 +89,10 @@ def make_startup(settings: Settings) -> Any:
         )
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(state, info))
         ctx["engine"] = engine
-        log.info("worker %s ready on %s", state.id, ", ".join(engine.providers))
+        # What start-up built (models, clients) lives until exit: keep it out of every GC pass.
+        frozen = freeze_startup_objects()
+        providers = ", ".join(engine.providers)
+        log.info("worker %s ready on %s (%d start-up objects frozen)", state.id, providers, frozen)
 
     return startup
 
