@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import metrics, requestid
 from gateway.backends import connect_redis
 from gateway.errors import ERROR_RENDERERS, ErrorRenderers, error_middleware
 from gateway.inputs import body_limit
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(jobs.routes)
     app.add_routes(bulk.routes)
     metrics.setup(app)
+    requestid.setup(app)  # after metrics: outermost of all
     # Vendor-compatible facades: routes, error shapes (and Plate Recognizer's optional on-prem listener).
     for facade in (vehicore, platerecognizer, plateblurer):
         facade.setup(app)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
+
+# The HTTP request being handled in this context (set by the gateway's request-id middleware).
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,10 +35,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("job_id", "request_id"):
-            value = getattr(record, key, None)
-            if value is not None:
-                entry[key] = value
+        job_id = getattr(record, "job_id", None)
+        if job_id is not None:
+            entry["job_id"] = job_id
+        request_id = getattr(record, "request_id", None) or current_request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -50,6 +50,7 @@ from gateway.facade import (
 )
 from gateway.imagecheck import inspect_image
 from gateway.inputs import body_limit
+from gateway.requestid import request_id_middleware
 from gateway.responses import json_response
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from shared.errors import PermanentError, UnauthorizedError, ValidationError
@@ -308,7 +309,8 @@ def onprem_app(main: web.Application) -> web.Application:
     """``POST /`` and ``GET /info/`` sharing the main app's state (keys, store, queue, fetcher)."""
     settings = main[SETTINGS]
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=body_limit(settings.limits.max_upload_bytes)
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=body_limit(settings.limits.max_upload_bytes),
     )
     app[ERROR_RENDERERS] = ErrorRenderers(default=render_error)
     app[SETTINGS] = settings
