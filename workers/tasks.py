@@ -169,8 +169,7 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     record.status = JobStatus.RUNNING
     record.started_at = record.started_at or utcnow()
     record.attempts += 1
-    await state.jobs.put(record)
-    log.info("job %s started (try %s)", request.id, ctx.get("job_try", 1))
+    await state.jobs.put(record)  # arq logs the start (with the try and the time queued)
 
     try:
         await _process(state, request, record)
@@ -193,7 +192,10 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         await enqueue_delivery(
             ctx["redis"], request.id, request.callback_url, state.settings.redis.queue_name
         )
-    log.info("job %s %s", request.id, record.status.value)
+    if record.error is not None:
+        log.info("job %s %s: %s", request.id, record.status.value, record.error.code)
+    else:
+        log.info("job %s %s: %d detections", request.id, record.status.value, len(record.detections))
     return {"status": record.status.value}
 
 
