@@ -5,7 +5,7 @@ are decoded by Pillow. A JPEG is checked by its structure instead (headers parse
 end-of-image marker after the scan data): decoding it here would repeat the worker's own decode (about 4 ms
 of the gateway's ~15 ms of CPU per photo), and Pillow's decode catches little else, since libjpeg only warns
 about damaged scan data. A JPEG the worker cannot decode fails its job with ``VALIDATION_ERROR``.
-CPU work: async callers run :func:`inspect_image` in a thread.
+CPU work: async callers go through :func:`gateway.submission.inspect`, which decodes in a thread.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 
 from gateway.admission import Admission
 from gateway.backends import redis_errors
-from gateway.imagecheck import inspect_image
+from gateway.imagecheck import inspect_image, sniff_format
 from gateway.jobwatch import FinishedJobs
 from shared.errors import (
     NotFoundError,
@@ -26,16 +26,24 @@ from shared.errors import (
     ValidationError,
     VeilError,
 )
-from shared.jobs import BlurOptions, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
+from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, finished_channel
 from shared.queue import stage_anonymize
-from shared.settings import Settings
+from shared.settings import LimitSettings, Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
 
 log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+async def inspect(data: bytes, limits: LimitSettings) -> InputInfo:
+    """:func:`inspect_image`, off the event loop where it decodes (PNG, WebP). A JPEG is only walked and
+    its headers parsed (~0.5 ms): inline, as the hop to a thread and back costs ~0.15 ms of CPU itself."""
+    if sniff_format(data) is ImageFormat.JPEG:
+        return inspect_image(data, limits)
+    return await asyncio.to_thread(inspect_image, data, limits)
 
 
 def new_job_id() -> str:
@@ -132,7 +140,7 @@ class JobSubmitter:
             raise PayloadTooLargeError(
                 f"the image is {len(data)} bytes, over the limit of {limits.max_upload_bytes}"
             )
-        info = await asyncio.to_thread(inspect_image, data, limits)
+        info = await inspect(data, limits)
         job_id = new_job_id()
         source = ObjectRef(bucket=self._store.bucket, key=self._store.upload_key(job_id))
         await self._transfer.put(source.key, data, info.format.content_type)
@@ -155,7 +163,7 @@ class JobSubmitter:
             raise ValidationError(f"no object {ref.key!r} in bucket {ref.bucket!r}") from exc
         except ValueError as exc:
             raise PayloadTooLargeError(f"the stored image is too large: {exc}") from exc
-        info = await asyncio.to_thread(inspect_image, stored.body, limits)
+        info = await inspect(stored.body, limits)
         return await self._enqueue(
             new_job_id(), owner, ref, info, options, delete_source=False, callback_url=callback_url
         )
