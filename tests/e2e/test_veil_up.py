@@ -3,6 +3,7 @@ a photo is blurred, and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,22 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _unix_socket_paths(pid: int) -> set[str]:
+    """Paths of the Unix sockets process ``pid`` holds open (its fds' inodes looked up in /proc/net/unix)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    paths = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes:
+            paths.add(fields[7])
+    return paths
 
 
 def _multipart(field: str, filename: str, body: bytes) -> tuple[bytes, str]:
@@ -104,6 +121,12 @@ def test_veil_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         children = subprocess.run(
             ["pgrep", "-f", str(data_dir)], capture_output=True, text=True, check=False
         ).stdout.split()
+        weed = [pid for pid in children if "weed" in Path(f"/proc/{pid}/cmdline").read_text()]
+        weed_sockets = set().union(*(_unix_socket_paths(int(pid)) for pid in weed))
+        assert any(path.startswith("/tmp/seaweedfs-s3-") for path in weed_sockets), weed_sockets
+        for pid in weed:  # one Go thread per 4 cores (at least 1) unless the caller set GOMAXPROCS
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert any(var.startswith(b"GOMAXPROCS=") for var in environ)
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(90)
@@ -111,3 +134,5 @@ def test_veil_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     # Every process it started (redis, weed with data under data_dir) is gone, and the stack file too.
     assert not [pid for pid in children if _pid_alive(int(pid))]
     assert not (data_dir / "stack.json").exists()
+    # weed leaves its Unix sockets in /tmp, one set per run; the stack removes them once weed is gone.
+    assert not [path for path in weed_sockets if os.path.exists(path)]
