@@ -303,6 +303,12 @@ def steal_share(before: list[int] | None, after: list[int] | None) -> float | No
     return round(delta[7] / total, 3) if total > 0 else None
 
 
+def phase_order(number: int) -> tuple[str, str]:
+    """(a) then (b) in odd rounds, (b) then (a) in even ones: the host's speed drifts over minutes, and a
+    fixed order would hand that drift to one phase every round (in pairs of rounds it cancels)."""
+    return ("a", "b") if number % 2 else ("b", "a")
+
+
 def counted_rounds(per_round: list[dict[str, float]], max_steal: float) -> list[dict[str, float]]:
     """The rounds the medians are taken over: those in which neither phase lost more than ``max_steal`` of
     the CPU to the hypervisor, or all of them when none stayed under it. Steal that hits one phase and not
@@ -419,28 +425,38 @@ def bench(
                 model_only(engine, warm, wanted, settings)
             if url and api_key and not skip_service:
                 asyncio.run(end_to_end(url, api_key, warm, wanted, concurrency, poll_s, timeout_s, wait_s))
+
+        def run_model_only(number: int, this: dict[str, float]) -> None:
+            assert engine is not None
+            say(f"round {number}/{rounds} (a) model-only: {len(images)} images …")
+            ticks = cpu_ticks()
+            phase = model_only(engine, images, wanted, settings)
+            phase.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
+            report["model_only"] = asdict(phase)
+            this["model_only"] = phase.img_per_s
+            this["steal_a"] = phase.extra["cpu_steal"] or 0.0
+
+        def run_end_to_end(number: int, this: dict[str, float]) -> None:
+            assert url is not None and api_key is not None
+            say(f"round {number}/{rounds} (b) end-to-end via {url}, concurrency {concurrency} …")
+            ticks = cpu_ticks()
+            e2e = asyncio.run(
+                end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s)
+            )
+            e2e.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
+            report["end_to_end"] = asdict(e2e)
+            this["end_to_end"] = e2e.img_per_s
+            this["steal_b"] = e2e.extra["cpu_steal"] or 0.0
+
         for number in range(1, rounds + 1):
             this: dict[str, float] = {}
-            if engine is not None:
-                say(f"round {number}/{rounds} (a) model-only: {len(images)} images …")
-                ticks = cpu_ticks()
-                phase = model_only(engine, images, wanted, settings)
-                phase.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
-                report["model_only"] = asdict(phase)
-                this["model_only"] = phase.img_per_s
-                this["steal_a"] = phase.extra["cpu_steal"] or 0.0
-            if url and api_key and not skip_service:
-                say(f"round {number}/{rounds} (b) end-to-end via {url}, concurrency {concurrency} …")
-                ticks = cpu_ticks()
-                e2e = asyncio.run(
-                    end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s)
-                )
-                e2e.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
-                report["end_to_end"] = asdict(e2e)
-                this["end_to_end"] = e2e.img_per_s
-                this["steal_b"] = e2e.extra["cpu_steal"] or 0.0
-                if this.get("model_only"):
-                    this["ratio"] = round(e2e.img_per_s / this["model_only"], 3)
+            for name in phase_order(number):
+                if name == "a" and engine is not None:
+                    run_model_only(number, this)
+                if name == "b" and url and api_key and not skip_service:
+                    run_end_to_end(number, this)
+            if this.get("model_only") and this.get("end_to_end"):
+                this["ratio"] = round(this["end_to_end"] / this["model_only"], 3)
             per_round.append(this)
     finally:
         if engine is not None:

@@ -86,8 +86,10 @@ def test_bench_text_output_with_limit_and_targets(
     for field in ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)"):
         assert field in out, out
     assert "2 images" in out and "providers: CPUExecutionProvider" in out
-    # Two rounds of (a) then (b); the ratio is the median of the rounds' own ratios.
+    # Round 1 runs (a) then (b), round 2 (b) then (a); the ratio is the median of the rounds' own ratios.
     # Rounds with CPU steal above --max-steal are left out while a quiet one exists; both medians shown.
     assert out.count("round ") >= 2
+    order = [line.split()[2] for line in out.splitlines() if re.match(r"round \d/2 \([ab]\)", line)]
+    assert order == ["(a)", "(b)", "(b)", "(a)"], out
     assert re.search(r"ratio \(b\)/\(a\): median of (all 2 rounds|1 of 2 rounds with steal ≤ 5%): ", out)
     assert "(of all rounds: " in out

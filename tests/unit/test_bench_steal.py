@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.bench import counted_rounds, cpu_ticks, steal_share
+from cli.bench import counted_rounds, cpu_ticks, phase_order, steal_share
 
 
 def test_cpu_ticks_reads_the_first_line(tmp_path: Path) -> None:
@@ -42,3 +42,7 @@ def test_medians_leave_out_rounds_with_steal_while_quiet_ones_exist() -> None:
     assert counted_rounds(rounds[:1], 0.05) == rounds[:1]
     # Off Linux there is no steal figure: rounds count.
     assert counted_rounds([{"model_only": 1.0, "ratio": 0.8}], 0.05) == [{"model_only": 1.0, "ratio": 0.8}]
+
+
+def test_phases_alternate_their_order_so_drift_cancels_in_pairs_of_rounds() -> None:
+    assert [phase_order(n) for n in (1, 2, 3, 4)] == [("a", "b"), ("b", "a"), ("a", "b"), ("b", "a")]
