@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
-log = logging.getLogger(__name__)
-
-RETRY_SECONDS = 1.0
+from shared.subscription import listen
 
 
 class FinishedJobs:
@@ -69,28 +66,9 @@ class FinishedJobs:
             for event in events:
                 event.set()
 
+    def _set_listening(self, listening: bool) -> None:
+        self.listening = listening
+        self._wake_all()  # subscribed again (look once more at anything finished meanwhile), or lost: poll
+
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    while True:
-                        # A bounded read: a dead connection surfaces as an error instead of a silent hang.
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is None:
-                            continue
-                        if message["type"] == "message":
-                            data = message["data"]
-                            self._wake(data.decode() if isinstance(data, bytes) else str(data))
-                        elif message["type"] == "subscribe":
-                            self.listening = True
-                            self._wake_all()  # anything finished before this point: look once more
-            except asyncio.CancelledError:
-                self.listening = False
-                raise
-            except Exception as exc:  # Redis down or restarting: waiters poll meanwhile
-                if self.listening:
-                    log.warning("job notifications interrupted: %s", exc)
-                self.listening = False
-                self._wake_all()
-                await asyncio.sleep(RETRY_SECONDS)
+        await listen(self._redis, self._channel, self._wake, self._set_listening, "job notifications")

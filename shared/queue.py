@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from arq.connections import RedisSettings as ArqRedisSettings
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared.jobs import JobRequest
@@ -22,15 +23,28 @@ ANONYMIZE_FUNCTION = "anonymize"
 # arq's enqueue_job (WATCH; EXISTS; MULTI, PSETEX, ZADD, EXEC: three round trips) as one script, so it can
 # also ride in a pipeline with the job's record. Same keys, same job format (arq's own serialize_job), same
 # rule: an id arq already holds (queued, running, or its result still kept) is left alone.
-# KEYS: job key, result key, queue. ARGV: job id, score (ms), ms to live, the serialized job.
+# It also wakes idle workers (:func:`queued_channel`).
+# KEYS: job key, result key, queue. ARGV: job id, score (ms), ms to live, the serialized job, channel.
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
     return 0
 end
 redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1])
 return 1
 """
+
+
+def queued_channel(queue_name: str) -> str:
+    """Where a job id is published when it is queued: idle workers wait on it instead of polling fast."""
+    return f"{queue_name}:queued"
+
+
+async def announce_queued(redis: Redis, queue_name: str, job_id: str) -> None:
+    """For jobs queued with arq's own ``enqueue_job`` (which publishes nothing); without it they still
+    start, at the workers' next idle poll."""
+    await redis.publish(queued_channel(queue_name), job_id)
 
 
 def serialize(obj: dict[str, Any]) -> bytes:
@@ -71,7 +85,8 @@ def stage_anonymize(pipe: Pipeline, request: JobRequest, queue_name: str, *, exp
     )
     keys = [job_key_prefix + request.id, result_key_prefix + request.id, queue_name]
     # EVAL, not EVALSHA: a pipeline would ask SCRIPT EXISTS first, one more round trip each time.
-    pipe.eval(_ENQUEUE, len(keys), *keys, request.id, str(now_ms), str(expires_extra_ms), job.decode())
+    args = (request.id, str(now_ms), str(expires_extra_ms), job.decode(), queued_channel(queue_name))
+    pipe.eval(_ENQUEUE, len(keys), *keys, *args)
 
 
 async def enqueue_anonymize(pool: ArqRedis, request: JobRequest, queue_name: str) -> bool:

@@ -26,7 +26,7 @@ from shared.gcfreeze import freeze_startup_objects
 from shared.jobs import utcnow
 from shared.jobstore import JobStore
 from shared.logging import configure_logging
-from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, serialize
+from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, queued_channel, serialize
 from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
@@ -37,6 +37,7 @@ from workers.context import CTX_KEY, WorkerContext, worker_context
 from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
 from workers.runtime import Engine, cpu_count, load_engine, plan_for_this_machine
 from workers.tasks import anonymize, sweep_expired
+from workers.wakeup import IDLE_POLL_SECONDS, QueueWakeup
 
 log = logging.getLogger("veil.worker")
 
@@ -135,6 +136,24 @@ class VeilWorker(Worker):
     transaction; what happens after (arq's ``run_job``, its retries and results) is arq's own."""
 
     _claimer: JobClaimer | None = None
+    _wakeup: QueueWakeup | None = None
+    idle_poll_s = IDLE_POLL_SECONDS
+
+    async def _poll_iteration(self) -> None:
+        # Burst mode (tests, one-off runs) keeps arq's timer: it must notice an empty queue to stop.
+        if not self.burst:
+            if self._wakeup is None:
+                channel = queued_channel(self.queue_name)
+                self._wakeup = QueueWakeup(self.pool, channel, idle_poll_s=self.idle_poll_s)
+                self._wakeup.start()
+            else:
+                await self._wakeup.wait()
+        await super()._poll_iteration()
+
+    async def close(self) -> None:
+        if self._wakeup is not None:
+            await self._wakeup.close()
+        await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._claimer is None:
@@ -157,6 +176,8 @@ class VeilWorker(Worker):
                 continue
             task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            if self._wakeup is not None:  # a slot is free again: look at the queue
+                task.add_done_callback(self._wakeup.poke)
             self.tasks[job_id] = task
 
 
@@ -185,7 +206,9 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         job_timeout=w.job_timeout_seconds,
         max_tries=w.max_tries,
         keep_result=3600,
-        poll_delay=0.05,
+        # Between polls the worker waits on QueueWakeup (woken by new jobs and freed slots); the timer here
+        # only paces burst mode.
+        poll_delay=0.05 if burst else 0,
         burst=burst,
         job_serializer=serialize,
         job_deserializer=deserialize,

@@ -30,6 +30,7 @@ from shared.bulk import (
     summarise,
 )
 from shared.errors import NotFoundError, ValidationError
+from shared.queue import announce_queued
 from shared.settings import Settings
 
 routes = web.RouteTableDef()
@@ -97,9 +98,9 @@ async def create_bulk(request: web.Request) -> web.Response:
     pool = request.config_dict[REDIS]
     with redis_errors("queue the bulk job"):
         await BulkStore(pool, settings.redis.prefix).put(record)
-        await pool.enqueue_job(
-            EXPAND_FUNCTION, record.id, _job_id=f"bulk:{record.id}", _queue_name=settings.redis.queue_name
-        )
+        expand_id, queue_name = f"bulk:{record.id}", settings.redis.queue_name
+        if await pool.enqueue_job(EXPAND_FUNCTION, record.id, _job_id=expand_id, _queue_name=queue_name):
+            await announce_queued(pool, queue_name, expand_id)
     location = bulk_path(record.id)
     return json_response(
         {"id": record.id, "status": record.status.value, "links": {"self": location}},
