@@ -22,7 +22,7 @@ from aiohttp import web
 from PIL import Image
 
 from gateway.backends import redis_errors
-from gateway.inputs import body_limit, named_parts, read_body, read_part
+from gateway.inputs import body_limit, media_type, named_parts, read_body, read_part
 from gateway.state import API_KEYS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.urlfetch import FetchedImage
 from shared.apikeys import ApiKey
@@ -91,7 +91,7 @@ async def read_form(request: web.Request, max_file_bytes: int, file_fields: Iter
     limit = body_limit(max_file_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"the request body is {request.content_length} bytes, over the limit")
-    content_type = request.content_type
+    content_type = media_type(request)
     try:
         if content_type == "multipart/form-data":
             return await _read_multipart(request, max_file_bytes, allowed)

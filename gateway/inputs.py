@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 
 from gateway.api4ai import image_bytes
 from shared.errors import PayloadTooLargeError, ValidationError, VeilError
@@ -71,6 +71,13 @@ def body_limit(max_upload_bytes: int) -> int:
     return max_upload_bytes * 4 // 3 + _OVERHEAD_BYTES
 
 
+def media_type(request: web.Request) -> str:
+    """The body's media type, lower-cased, parameters dropped; what aiohttp's ``request.content_type``
+    returns for a well-formed header, without its parse through :mod:`email` (~0.4 ms a request)."""
+    raw = request.headers.get(hdrs.CONTENT_TYPE, "")
+    return raw.partition(";")[0].strip().lower() or "application/octet-stream"
+
+
 async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSubmission:
     """Parse a ``multipart/form-data`` or ``application/json`` submission."""
     limit = body_limit(max_upload_bytes)
@@ -79,7 +86,7 @@ async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSub
             f"the request body is {request.content_length} bytes;"
             f" images may be at most {max_upload_bytes} bytes"
         )
-    content_type = request.content_type
+    content_type = media_type(request)
     try:
         if content_type == "multipart/form-data":
             return await _read_multipart(request, max_upload_bytes)
@@ -122,11 +129,11 @@ async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSub
         elif part.filename is not None:
             raise ValidationError(f"unexpected file field {name!r}: send the image in the field 'image'")
         elif name == BASE64_KEY:
-            inputs[name] = await _read_text(part, body_limit(max_upload_bytes), oversize_is_413=True)
+            inputs[name] = await _read_text(name, part, body_limit(max_upload_bytes), oversize_is_413=True)
         elif name == URL_KEY:
-            inputs[name] = await _read_text(part, 8192)
+            inputs[name] = await _read_text(name, part, 8192)
         else:
-            options[name] = await _read_text(part, _MAX_OPTION_BYTES)
+            options[name] = await _read_text(name, part, _MAX_OPTION_BYTES)
     kind = _exactly_one(inputs)
     value = inputs[kind]
     if kind == IMAGE_FIELD:
@@ -161,13 +168,13 @@ async def named_parts(request: web.Request, max_parts: int) -> AsyncIterator[tup
             raise ValidationError(f"too many multipart fields (at most {max_parts})")
         if not isinstance(part, BodyPartReader):
             raise ValidationError("nested multipart bodies are not supported")
-        if not part.name:
+        name = part.name  # parsed from Content-Disposition on every access
+        if not name:
             raise ValidationError("a multipart field has no name")
-        yield part.name, part
+        yield name, part
 
 
-async def _read_text(part: BodyPartReader, limit: int, *, oversize_is_413: bool = False) -> str:
-    name = part.name
+async def _read_text(name: str, part: BodyPartReader, limit: int, *, oversize_is_413: bool = False) -> str:
     try:
         raw = await read_part(part, limit)
     except PayloadTooLargeError as exc:

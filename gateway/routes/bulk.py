@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.auth import authenticate
 from gateway.backends import redis_errors
 from gateway.callbacks import parse_callback_url
-from gateway.inputs import read_body
+from gateway.inputs import media_type, read_body
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
 from gateway.state import REDIS, SETTINGS, SUBMITTER
@@ -85,7 +85,7 @@ def parse_bulk(body: dict[str, Any], settings: Settings, owner: str) -> BulkReco
 async def create_bulk(request: web.Request) -> web.Response:
     key = await authenticate(request)
     settings = request.config_dict[SETTINGS]
-    if request.content_type != "application/json":
+    if media_type(request) != "application/json":
         raise ValidationError("POST /v1/bulk takes a JSON body")
     try:
         body = orjson.loads(await read_body(request, BODY_LIMIT))
