@@ -62,7 +62,9 @@ def jpeg_is_complete(data: bytes) -> bool:
     first 0xFFD9 after it is the real end (trailing bytes after it are allowed)."""
     for segment in header_segments(data):
         if segment.marker == START_OF_SCAN:
-            return data.find(b"\xff\xd9", segment.offset + 2) != -1
+            # Searched from the end, where a complete file has it: rfind stops at once, find would walk
+            # the whole scan (~0.25 ms for 270 KB); whether any exists is the same answer.
+            return data.rfind(b"\xff\xd9", segment.offset + 2) != -1
     return False
 
 
