@@ -121,6 +121,12 @@ def create_session(
 
 # -- throughput: how many images at once, with how many threads, which model files ----------------------
 
+# Runtimes that compile for each input size (OpenVINO's CPU plugin, TensorRT) keep what they compiled, so
+# every new photo size costs memory for good: CenterFace on OpenVINO held ~2.1 GB after 800 random sizes,
+# still rising. Sides padded to multiples of 128 leave at most 100 sizes (long side <= 1280), and it levels
+# off near 0.8 GB at the same CPU per photo (docs/benchmarks.md). Elsewhere: CenterFace's own 32.
+COMPILED_FACE_INPUT_MULTIPLE = 128
+
 _INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86 VNNI/AMX, ARM dot-product
 
 
@@ -159,6 +165,12 @@ class Plan:
     # uses the AMX/VNNI int8 kernels there: about 25 % faster than bf16), else on onnxruntime.
     faces_on_openvino: bool = False
 
+    @property
+    def face_input_multiple(self) -> int:
+        """What the face input's sides are padded to: coarse where the runtime compiles per input size."""
+        compiles_per_shape = self.faces_on_openvino or self.providers[0] == TENSORRT
+        return COMPILED_FACE_INPUT_MULTIPLE if compiles_per_shape else 32
+
     def describe(self) -> dict[str, str | int | float]:
         return {
             "provider": self.providers[0],
@@ -169,6 +181,7 @@ class Plan:
             "plate_model": self.plate_model,
             "face_model": self.face_model,
             "face_runtime": "openvino" if self.faces_on_openvino else "onnxruntime",
+            "face_input_multiple": self.face_input_multiple,
         }
 
 
@@ -330,7 +343,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         closers = [face_session.close, plate_session.close]
     anonymizers = [
         _anonymizer(
-            FaceDetector(face_session),
+            FaceDetector(face_session, chosen.face_input_multiple),
             # Batched calls are padded to one input size, which the plate anchors depend on: square inputs.
             PlateDetector(plate_session, masks_session, square=chosen.max_batch > 1),
             used,

@@ -48,6 +48,19 @@ def test_face_detector_scales_back_and_pads_to_32() -> None:
     assert det.box == pytest.approx((0.0, 0.0, 60.0, 60.0))  # (10 ± 20) * 2, clipped at 0
 
 
+def test_face_detector_pads_to_a_coarser_multiple_where_asked() -> None:
+    """Runtimes that compile per input size get few sizes; the boxes are the same."""
+    image = np.zeros((500, 1000, 3), np.uint8)
+    fine, coarse = _FakeFaceSession(), _FakeFaceSession()
+    (at_32,) = FaceDetector(fine).detect(image, 0.5, max_side=600)  # 300 x 600
+    (at_128,) = FaceDetector(coarse, input_multiple=128).detect(image, 0.5, max_side=600)
+    assert fine.shapes == [(1, 3, 320, 608)]
+    assert coarse.shapes == [(1, 3, 384, 640)]
+    assert at_128.box == pytest.approx(at_32.box)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        FaceDetector(fine, input_multiple=48)
+
+
 class _Input:
     name = "images"
     shape = ("batch", 3, "height", "width")

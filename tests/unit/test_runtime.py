@@ -11,6 +11,7 @@ from shared.errors import ModelsNotReadyError
 from shared.settings import WorkerSettings, load_settings
 from workers import runtime
 from workers.runtime import (
+    COMPILED_FACE_INPUT_MULTIPLE,
     CPU,
     CUDA,
     TENSORRT,
@@ -179,6 +180,17 @@ def test_plan_on_gpu_batches_and_keeps_float16() -> None:
     assert chosen.max_batch == 8 and chosen.lanes == 8  # one lane per batch slot
     trt = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
     assert trt.providers[0] == TENSORRT and trt.on_gpu
+
+
+def test_face_inputs_are_coarse_where_the_runtime_compiles_per_size() -> None:
+    """OpenVINO and TensorRT keep what they compile for every input size: few sizes bound that memory."""
+    openvino = plan(_worker(), CPU_BUILD, cores=2, fast_int8=True, fast_bf16=True)
+    assert openvino.face_input_multiple == COMPILED_FACE_INPUT_MULTIPLE == 128
+    assert openvino.describe()["face_input_multiple"] == 128
+    trt = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
+    assert trt.face_input_multiple == 128
+    assert plan(_worker(), GPU_BUILD, cores=8, fast_int8=True).face_input_multiple == 32  # CUDA
+    assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True).face_input_multiple == 32  # onnxruntime
 
 
 def test_plate_mask_windows_skip_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

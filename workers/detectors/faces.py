@@ -44,10 +44,14 @@ def decode(
 
 
 class FaceDetector:
-    """Wraps an onnxruntime session of the prepared CenterFace (dynamic input size)."""
+    """Wraps an onnxruntime session of the prepared CenterFace (dynamic input size). Input sides are
+    padded to multiples of ``input_multiple`` (itself a multiple of 32)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, input_multiple: int = _ALIGN) -> None:
+        if input_multiple <= 0 or input_multiple % _ALIGN:
+            raise ValueError(f"input_multiple must be a positive multiple of {_ALIGN}")
         self.session = session
+        self.input_multiple = input_multiple
 
     def _infer(self, blob: FloatArray) -> list[FloatArray]:
         outputs: list[FloatArray] = self.session.run(_OUTPUTS, {_INPUT: blob})
@@ -70,8 +74,9 @@ class FaceDetector:
         new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
         interp = cv2.INTER_AREA if ratio < 1.0 else cv2.INTER_LINEAR
         resized = image if ratio == 1.0 else cv2.resize(image, (new_w, new_h), interpolation=interp)
-        # Pad bottom/right to multiples of 32 instead of stretching: keeps the aspect ratio exact.
-        blob = np.zeros((1, 3, _round_up(new_h, _ALIGN), _round_up(new_w, _ALIGN)), dtype=np.float32)
+        # Pad bottom/right instead of stretching: keeps the aspect ratio exact.
+        step = self.input_multiple
+        blob = np.zeros((1, 3, _round_up(new_h, step), _round_up(new_w, step)), dtype=np.float32)
         blob[0, :, :new_h, :new_w] = resized.transpose(2, 0, 1)
         heatmap, scale, offset, _landmarks = self._infer(blob)
         boxes, scores = decode(heatmap, scale, offset, min_score)
