@@ -12,7 +12,8 @@ compiles kernels per input shape, and a worker that has served for a while has t
 warm-up round 1's (a) would pay for them and (b) would not (or the other way round on a fresh stack).
 
 Reports img/s, p50/p95 latency, the worker's RSS (from its readiness heartbeat in Redis, or /proc for a
-local worker) and the ratio (b)/(a). Heavy imports happen inside the command.
+local worker), the ratio (b)/(a), and each phase's CPU per photo by process (:mod:`cli.cpuuse`: what the
+service costs around the models, when it runs on this machine). Heavy imports happen inside the command.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import click
 
+from cli import cpuuse
 from cli.stack import read_stack_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -317,6 +319,13 @@ def counted_rounds(per_round: list[dict[str, float]], max_steal: float) -> list[
     return quiet or per_round
 
 
+def _note_busy(this: dict[str, float], key: str, phase: Phase) -> None:
+    """A round's machine-wide CPU per photo (ms) for one phase, where /proc tells it."""
+    busy = phase.extra["cpu_ms_per_photo"].get(cpuuse.MACHINE_BUSY)
+    if busy is not None:
+        this[key] = busy
+
+
 def _machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {
@@ -429,24 +438,28 @@ def bench(
         def run_model_only(number: int, this: dict[str, float]) -> None:
             assert engine is not None
             say(f"round {number}/{rounds} (a) model-only: {len(images)} images …")
-            ticks = cpu_ticks()
+            ticks, cpu = cpu_ticks(), cpuuse.snapshot()
             phase = model_only(engine, images, wanted, settings)
             phase.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
+            phase.extra["cpu_ms_per_photo"] = cpuuse.per_photo_ms(cpu, cpuuse.snapshot(), phase.images)
             report["model_only"] = asdict(phase)
             this["model_only"] = phase.img_per_s
             this["steal_a"] = phase.extra["cpu_steal"] or 0.0
+            _note_busy(this, "cpu_a", phase)
 
         def run_end_to_end(number: int, this: dict[str, float]) -> None:
             assert url is not None and api_key is not None
             say(f"round {number}/{rounds} (b) end-to-end via {url}, concurrency {concurrency} …")
-            ticks = cpu_ticks()
+            ticks, cpu = cpu_ticks(), cpuuse.snapshot()
             e2e = asyncio.run(
                 end_to_end(url, api_key, images, wanted, concurrency, poll_s, timeout_s, wait_s)
             )
             e2e.extra["cpu_steal"] = steal_share(ticks, cpu_ticks())
+            e2e.extra["cpu_ms_per_photo"] = cpuuse.per_photo_ms(cpu, cpuuse.snapshot(), e2e.images)
             report["end_to_end"] = asdict(e2e)
             this["end_to_end"] = e2e.img_per_s
             this["steal_b"] = e2e.extra["cpu_steal"] or 0.0
+            _note_busy(this, "cpu_b", e2e)
 
         for number in range(1, rounds + 1):
             this: dict[str, float] = {}
@@ -497,6 +510,23 @@ def bench(
         _print(report)
 
 
+def _cpu_line(cpu: dict[str, float], phase: str) -> str:
+    """One phase's CPU per photo by role, as ``name value`` pairs, for the text report."""
+    names = {"bench": "bench (the model loop)" if phase == "model_only" else "bench (load generator)"}
+    parts = [f"{names.get(name, name)} {ms:g}" for name, ms in cpu.items()]
+    return " · ".join(parts)
+
+
+def _service_cpu(report: dict[str, Any]) -> float | None:
+    """(b)'s machine-wide CPU per photo minus (a)'s: what the service adds around the models."""
+    try:
+        busy_b = float(report["end_to_end"]["extra"]["cpu_ms_per_photo"][cpuuse.MACHINE_BUSY])
+        busy_a = float(report["model_only"]["extra"]["cpu_ms_per_photo"][cpuuse.MACHINE_BUSY])
+    except KeyError:
+        return None
+    return round(busy_b - busy_a, 1)
+
+
 def _print(report: dict[str, Any]) -> None:
     click.echo(f"\n{report['date']}  {report['images']} images  targets={','.join(report['targets'])}")
     before, after = report["machine_before"], report.get("machine_after", {})
@@ -525,6 +555,14 @@ def _print(report: dict[str, Any]) -> None:
             )
             for failure in extra.get("failures", []):
                 click.echo(f"    failure: {failure}")
+        if extra.get("cpu_ms_per_photo"):
+            click.echo(f"    CPU per photo, ms: {_cpu_line(extra['cpu_ms_per_photo'], key)}")
+    around = _service_cpu(report)
+    if around is not None:
+        click.echo(
+            f"the service around the models: {around} ms of CPU per photo "
+            "((b)'s machine busy minus (a)'s; the ratio is about (a)'s over (b)'s)"
+        )
     for worker in report.get("workers", []):
         click.echo(f"worker {worker['id']}: providers {worker['providers']} runtime {worker['runtime']}")
     if "worker_rss_mb" in report:

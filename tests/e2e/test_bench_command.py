@@ -70,6 +70,12 @@ def test_bench_json_reports_both_phases(
     assert report["worker_rss_mb"] and report["worker_rss_mb"][0] > 0
     assert report["workers"], report.get("workers_error")
     assert report["workers"][0]["providers"][0] == "CPUExecutionProvider"
+    # Where the CPU went, per photo, from /proc: the model loop in (a); the live stack's processes in (b).
+    cpu_a = report["model_only"]["extra"]["cpu_ms_per_photo"]
+    cpu_b = report["end_to_end"]["extra"]["cpu_ms_per_photo"]
+    assert cpu_a["bench"] > 0 and cpu_a["machine busy"] >= cpu_a["bench"] * 0.5
+    assert cpu_b["worker"] > 0 and cpu_b["gateway"] > 0 and cpu_b["machine busy"] > 0
+    assert cpu_b["worker event loop"] <= cpu_b["worker"]
 
 
 def test_bench_text_output_with_limit_and_targets(
@@ -83,7 +89,8 @@ def test_bench_text_output_with_limit_and_targets(
         "--no-warm-up",
     )
     assert "warm-up" not in out
-    for field in ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)"):
+    fields = ("(a) model-only", "(b) end-to-end", "img/s", "p50", "p95", "worker RSS", "ratio (b)/(a)")
+    for field in (*fields, "CPU per photo, ms: ", "bench (the model loop)", "the service around the models"):
         assert field in out, out
     assert "2 images" in out and "providers: CPUExecutionProvider" in out
     # Round 1 runs (a) then (b), round 2 (b) then (a); the ratio is the median of the rounds' own ratios.
