@@ -59,6 +59,16 @@ def test_centerface_downscaled_input_still_finds_it(face_detector: FaceDetector)
     assert iou(face.box, (x1 * 3, y1 * 3, x2 * 3, y2 * 3)) > 0.7
 
 
+def test_centerface_padded_to_128_finds_the_same_face(face_detector: FaceDetector) -> None:
+    """The coarse padding used where the runtime compiles per input size (OpenVINO, TensorRT) changes
+    nothing but the zeros below and right of the photo."""
+    crop = np.ascontiguousarray(astronaut_rgb()[:430, 20:490])  # 470 x 430: pads to 480x448 or 512x512
+    (fine,) = face_detector.detect(crop, 0.3, 1280)
+    (coarse,) = FaceDetector(face_detector.session, input_multiple=128).detect(crop, 0.3, 1280)
+    assert coarse.score == pytest.approx(fine.score, abs=0.02)
+    assert iou(coarse.box, fine.box) > 0.95
+
+
 def test_no_face_on_flat_or_noise(face_detector: FaceDetector) -> None:
     assert face_detector.detect(np.full((480, 640, 3), 128, np.uint8), 0.3, 1280) == []
 
