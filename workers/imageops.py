@@ -215,16 +215,26 @@ def _pixelate(patch: Pixels, block: int) -> Pixels:
 
 
 def blur_regions(pixels: Pixels, regions: Iterable[Region], sigma: float | None) -> Pixels:
-    """A copy of ``pixels`` with each region Gaussian-blurred; nothing outside the regions changes.
+    """A copy of ``pixels`` with each region Gaussian-blurred at ``sigma`` (None: :func:`auto_sigma` of
+    each region); see :func:`blur_each`."""
+    return blur_each(pixels, [(region, sigma) for region in regions])
 
-    Each blur sees a margin of surrounding image so the region blends in, but only the region is written.
-    Alpha is left as is: transparency keeps its shape, colours are hidden.
+
+def blur_each(pixels: Pixels, blurs: Iterable[tuple[Region, float | None]]) -> Pixels:
+    """A copy of ``pixels`` with each region Gaussian-blurred at its own sigma (None: :func:`auto_sigma`);
+    nothing outside the regions changes.
+
+    One copy of the image however many regions there are (copying a 12 MP photo takes ~17 ms). Each blur
+    sees a margin of surrounding image so the region blends in, but only the region is written. Regions
+    are blurred in order on the copy, so where two overlap the later one blurs the earlier one's result:
+    never less blurred than either alone. Alpha is left as is: transparency keeps its shape, colours are
+    hidden.
     """
     out = pixels.copy()
     h, w = pixels.shape[:2]
     # Index of the channels to blur: all of them, or colour without alpha.
     colour: tuple[slice, ...] = (slice(0, 3),) if pixels.ndim == 3 and pixels.shape[2] == 4 else ()
-    for region in regions:
+    for region, sigma in blurs:
         x1, y1, x2, y2 = (int(v) for v in region)
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
         if x2 <= x1 or y2 <= y1:
@@ -233,7 +243,7 @@ def blur_regions(pixels: Pixels, regions: Iterable[Region], sigma: float | None)
         margin = math.ceil(3 * s)
         cx1, cy1 = max(0, x1 - margin), max(0, y1 - margin)
         cx2, cy2 = min(w, x2 + margin), min(h, y2 + margin)
-        context = np.ascontiguousarray(pixels[(slice(cy1, cy2), slice(cx1, cx2), *colour)])
+        context = np.ascontiguousarray(out[(slice(cy1, cy2), slice(cx1, cx2), *colour)])
         inner = (slice(y1 - cy1, y2 - cy1), slice(x1 - cx1, x2 - cx1))
         blurred = _gaussian(context, s)[inner]
         target = (slice(y1, y2), slice(x1, x2), *colour)

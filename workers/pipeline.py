@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -234,14 +234,10 @@ class Anonymizer:
                 margin = self.config.face_head_margin
                 face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
                 plate_regions = self._regions([plate_cover(d) for d in plates], options, image)
-                pixels = image.pixels
-                blurred: list[Region] = []
-                for regions, strength in (
-                    (face_regions, options.face_strength),
-                    (plate_regions, options.plate_strength),
-                ):
-                    pixels, done = _blur(pixels, regions, strength, options.blur)
-                    blurred.extend(done)
+                blurs = _blurs(face_regions, options.face_strength, options.blur)
+                blurs += _blurs(plate_regions, options.plate_strength, options.blur)
+                pixels = imageops.blur_each(image.pixels, blurs) if blurs else image.pixels
+                blurred = [region for region, _ in blurs]
                 if logo_bgra is not None and plates:
                     for det in plates:
                         pixels = overlays.warp_logo(pixels, logo_bgra, det.polygon or _corners(det.box))
@@ -281,20 +277,15 @@ def _corners(box: BoxF) -> tuple[tuple[float, float], ...]:
     return ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
 
 
-def _blur(
-    pixels: npt.NDArray[Any], regions: list[Region], strength: int | None, sigma: float | None
-) -> tuple[npt.NDArray[Any], list[Region]]:
-    """Blur ``regions``: with the request's sigma, or per region from a 1..10 strength; strength 0 means
-    report but leave the pixels alone. Returns the pixels and the regions actually blurred."""
+def _blurs(
+    regions: list[Region], strength: int | None, sigma: float | None
+) -> list[tuple[Region, float | None]]:
+    """Each region with the sigma it is blurred at: the request's (None: from the region's size), or from
+    a 1..10 strength; strength 0 means report but leave the pixels alone, so those regions are left out."""
     if strength is None:
-        return imageops.blur_regions(pixels, regions, sigma), list(regions)
-    done: list[Region] = []
-    for region in regions:
-        region_sigma = overlays.strength_sigma(strength, region)
-        if region_sigma is not None:
-            pixels = imageops.blur_regions(pixels, [region], region_sigma)
-            done.append(region)
-    return pixels, done
+        return [(region, sigma) for region in regions]
+    with_strength = [(region, overlays.strength_sigma(strength, region)) for region in regions]
+    return [(region, region_sigma) for region, region_sigma in with_strength if region_sigma is not None]
 
 
 def _detect(what: str, call: Callable[[], list[RawDetection]]) -> list[RawDetection]:

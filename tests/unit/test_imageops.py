@@ -213,6 +213,28 @@ def test_blur_changes_only_regions(pixels: npt.NDArray[Any], sigma: float | None
         assert np.array_equal(out[:, :, 3], pixels[:, :, 3]), "alpha is kept"
 
 
+def test_blur_each_region_at_its_own_sigma_overlaps_blurred_twice() -> None:
+    pixels = _photo()
+    before = pixels.copy()
+    left, right = (10, 10, 70, 70), (50, 30, 130, 100)  # they overlap in (50..70, 30..70)
+    out = imageops.blur_each(pixels, [(left, 1.5), (right, None)])
+    assert np.array_equal(pixels, before), "input must not be modified"
+    assert np.array_equal(
+        out[~_inside(pixels.shape, [left, right])], pixels[~_inside(pixels.shape, [left, right])]
+    )
+    # Each region at its own sigma: the left one as alone at 1.5; the right one as alone at its auto sigma
+    # outside the overlap's reach.
+    alone_left = imageops.blur_regions(pixels, [left], 1.5)
+    assert np.array_equal(out[10:30, 10:50], alone_left[10:30, 10:50])
+    alone_right = imageops.blur_regions(pixels, [right], None)
+    assert np.abs(out[80:100, 90:130].astype(int) - alone_right[80:100, 90:130].astype(int)).max() <= 3
+    # The overlap is the right region's blur of the already blurred left one: at least as smooth.
+    overlap = (slice(30, 70), slice(50, 70))
+    assert (
+        cv2.Laplacian(out[overlap], cv2.CV_64F).var() <= cv2.Laplacian(alone_left[overlap], cv2.CV_64F).var()
+    )
+
+
 def test_linear_ramp_still_changes() -> None:
     # A linear ramp is a fixed point of a Gaussian blur; the region must change anyway.
     ramp = np.tile(np.arange(200, dtype=np.uint8), (100, 1))
