@@ -124,7 +124,8 @@ def create_session(
 # Runtimes that compile for each input size (OpenVINO's CPU plugin, TensorRT) keep what they compiled, so
 # every new photo size costs memory for good: CenterFace on OpenVINO held ~2.1 GB after 800 random sizes,
 # still rising. Sides padded to multiples of 128 leave at most 100 sizes (long side <= 1280), and it levels
-# off near 0.8 GB at the same CPU per photo (docs/benchmarks.md). Elsewhere: CenterFace's own 32.
+# off near 0.8 GB, for ~5 % more face CPU once warm (less while sizes are new; docs/benchmarks.md).
+# Elsewhere: CenterFace's own 32.
 COMPILED_FACE_INPUT_MULTIPLE = 128
 
 _INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86 VNNI/AMX, ARM dot-product
