@@ -276,14 +276,14 @@ async def worker_runtime(redis_url: str | None, prefix: str) -> tuple[list[dict[
 
 
 def local_worker_rss() -> list[int]:
-    """RSS of local processes started as ``python -m workers`` (fallback without Redis access)."""
+    """RSS of local worker processes (``python -m workers``, ``veil worker``; fallback without Redis)."""
     found: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"-m" in argv and b"workers" in argv:
+            if cpuuse.role_of(argv) == "worker":
                 pages = int((proc / "statm").read_text().split()[1])
                 found.append(pages * os.sysconf("SC_PAGE_SIZE"))
         except (OSError, ValueError, IndexError):
