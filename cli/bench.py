@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from cli import cpuuse
+from cli.cpuuse import cpu_ticks
 from cli.stack import read_stack_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -289,17 +290,6 @@ def local_worker_rss() -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
-
-
-def cpu_ticks(stat: Path = Path("/proc/stat")) -> list[int] | None:
-    """The machine's CPU time counters, user .. steal (the first 8 of /proc/stat); None off Linux."""
-    try:
-        fields = stat.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    return [int(v) for v in fields[1:9]]
 
 
 def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:

@@ -42,6 +42,17 @@ def role_of(argv: list[bytes]) -> str | None:
     return None
 
 
+def cpu_ticks(stat: Path = PROC / "stat") -> list[int] | None:
+    """The machine's CPU time counters, user .. steal (the first 8 of /proc/stat); None off Linux."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(v) for v in fields[1:9]]
+
+
 def _cpu_seconds(stat: Path) -> float:
     """utime + stime of one process or thread (``/proc/<pid>/stat`` fields 14 and 15)."""
     text = stat.read_text()
@@ -52,7 +63,8 @@ def _cpu_seconds(stat: Path) -> float:
 def snapshot(proc: Path = PROC) -> dict[str, float]:
     """CPU seconds so far: per role (summed over its processes), this process (``bench``: the model loop
     in (a), the load generator in (b)), and the machine's busy and idle time. Empty off Linux."""
-    if not (proc / "stat").exists():
+    ticks = cpu_ticks(proc / "stat")
+    if ticks is None:
         return {}
     seconds = dict.fromkeys(ROLES, 0.0)
     me = os.getpid()
@@ -72,7 +84,6 @@ def snapshot(proc: Path = PROC) -> dict[str, float]:
         except (OSError, ValueError, IndexError):  # the process ended while we looked
             continue
     # user nice system idle iowait irq softirq steal: busy is what this machine ran, steal excluded.
-    ticks = [int(v) for v in (proc / "stat").read_text().split("\n", 1)[0].split()[1:9]]
     hz = os.sysconf("SC_CLK_TCK")
     seconds[MACHINE_BUSY] = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / hz
     seconds[MACHINE_IDLE] = (ticks[3] + ticks[4]) / hz

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.bench import counted_rounds, cpu_ticks, phase_order, steal_share
+from cli.bench import counted_rounds, phase_order, steal_share
+from cli.cpuuse import cpu_ticks
 
 
 def test_cpu_ticks_reads_the_first_line(tmp_path: Path) -> None:
