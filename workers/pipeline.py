@@ -247,8 +247,9 @@ class Anonymizer:
                 encoded = imageops.encode(pixels, image.format)
                 if options.keep_metadata:
                     exif = metadata.exif_payload(data, image.format)
-                    if exif is not None:
-                        encoded = metadata.with_exif(encoded, image.format, metadata.upright(exif))
+                    kept = metadata.allowlisted(exif) if exif is not None else None
+                    if kept is not None:
+                        encoded = metadata.with_exif(encoded, image.format, kept)
         except VeilError:
             raise
         except Exception as exc:  # an OpenCV failure here must not leak un-blurred bytes either
