@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.jobs import utcnow
 from shared.redisutil import resolve
+from shared.webhooks import new_secret
 
 KEY_PREFIX = "veil_"
 
@@ -19,7 +20,8 @@ class ApiKey(BaseModel):
     id: str
     name: str
     created_at: str = Field(default_factory=lambda: utcnow().isoformat())
-    # Signs this key's webhook deliveries (shared/webhooks.py); shown once, with the key.
+    # Signs this key's webhook deliveries (shared/webhooks.py); shown once, with the key. ``whsec_`` and
+    # base64 of the key bytes (Standard Webhooks); keys created before spell it in URL-safe base64.
     webhook_secret: str | None = None
 
 
@@ -37,7 +39,7 @@ class ApiKeyStore:
 
     async def create(self, name: str) -> tuple[str, ApiKey]:
         token = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(id=secrets.token_hex(8), name=name, webhook_secret="whsec_" + secrets.token_urlsafe(24))
+        key = ApiKey(id=secrets.token_hex(8), name=name, webhook_secret=new_secret())
         await self._redis.set(self._key(_digest(token)), key.model_dump_json())
         await resolve(self._redis.hset(f"{self._prefix}:apikeys", key.id, _digest(token)))
         return token, key

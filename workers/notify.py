@@ -1,5 +1,8 @@
 """Webhook delivery: when a job with a ``callback_url`` ends, POST its JSON, signed, to that URL.
 
+Signed per Standard Webhooks (shared/webhooks.py): every attempt of one delivery has the same
+``webhook-id``, and a fresh ``webhook-timestamp`` and signature.
+
 Runs as its own arq job (``deliver_webhook``) so a slow receiver never holds up blurring, and retries with
 backoff on failure. Connections go through the same SSRF guard as the gateway's URL fetches, checked again
 at delivery time (DNS may have changed since the job was submitted).
@@ -26,7 +29,7 @@ from shared.jobstore import JobStore
 from shared.queue import announce_queued
 from shared.settings import Settings
 from shared.urlguard import UrlAllowlist, check_url, create_guarded_session
-from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign
+from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, message_id, signed_headers
 from workers.context import worker_context
 
 DELIVER_FUNCTION = "deliver_webhook"
@@ -51,11 +54,11 @@ async def enqueue_delivery(pool: ArqRedis, job_id: str, callback_url: str, queue
 
 
 async def post_signed(
-    session: aiohttp.ClientSession, url: str, body: bytes, *, secret: str, event: str, now: int
+    session: aiohttp.ClientSession, url: str, body: bytes, *, secret: str, msg_id: str, event: str, now: int
 ) -> int:
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(secret, now, body),
+        **signed_headers(secret, msg_id, now, body),
         EVENT_HEADER: event,
         DELIVERY_HEADER: uuid.uuid4().hex,
     }
@@ -80,7 +83,8 @@ async def deliver(settings: Settings, redis: Redis, job_id: str, callback_url: s
         check_url(URL(callback_url), allowlist)
     except UpstreamFetchError as exc:
         return f"refused: {exc.message}"
-    body = orjson.dumps({"event": f"job.{record.status.value}", "job": record.public()})
+    event = f"job.{record.status.value}"
+    body = orjson.dumps({"event": event, "job": record.public()})
     try:
         async with create_guarded_session(allowlist, user_agent="Veil webhooks", accept="*/*") as session:
             status = await post_signed(
@@ -88,7 +92,8 @@ async def deliver(settings: Settings, redis: Redis, job_id: str, callback_url: s
                 callback_url,
                 body,
                 secret=key.webhook_secret,
-                event=f"job.{record.status.value}",
+                msg_id=message_id(job_id, event),
+                event=event,
                 now=int(time.time()),
             )
     except UpstreamFetchError as exc:  # the guard refused the resolved address

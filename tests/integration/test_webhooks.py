@@ -11,13 +11,14 @@ import pytest
 from aiohttp import FormData
 from arq import Retry
 from redis.asyncio import Redis
+from standardwebhooks import Webhook
 
 from shared.apikeys import ApiKeyStore
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus
 from shared.jobstore import JobStore
 from shared.queue import deserialize
 from shared.settings import Settings
-from shared.webhooks import SIGNATURE_HEADER, verify
+from shared.webhooks import ID_HEADER, LEGACY_SIGNATURE_HEADER, message_id, verify, verify_legacy
 from tests.integration.conftest import ClientFactory
 from tests.webhook_receiver import Receiver
 from workers.notify import deliver
@@ -50,12 +51,33 @@ async def test_delivery_is_signed_and_carries_the_job(
     outcome = await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
     assert outcome == "delivered (200)"
     body, headers = receiver.received[0]
-    assert verify(secret, headers[SIGNATURE_HEADER], body, now=int(time.time()))
+    assert Webhook(secret).verify(body, headers) == orjson.loads(body)  # any Standard Webhooks receiver
+    assert verify(secret, headers, body)
+    assert headers[ID_HEADER] == message_id(job_id, "job.succeeded")
+    # Deprecated, still sent for one release.
+    assert verify_legacy(secret, headers[LEGACY_SIGNATURE_HEADER], body, now=int(time.time()))
     payload = orjson.loads(body)
     assert payload["event"] == "job.succeeded"
     assert payload["job"]["id"] == job_id
     assert "owner" not in payload["job"]
     assert headers["Veil-Event"] == "job.succeeded"
+
+
+async def test_retries_keep_the_message_id_and_sign_again(
+    settings: Settings, redis: Redis, receiver: Receiver
+) -> None:
+    job_id, secret = await _finished_job(settings, redis)
+    receiver.status = 503
+    with pytest.raises(Retry):
+        await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
+    receiver.status = 200
+    assert await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=2) == (
+        "delivered (200)"
+    )
+    assert len(receiver.received) == 2
+    assert {headers[ID_HEADER] for _, headers in receiver.received} == {message_id(job_id, "job.succeeded")}
+    for body, headers in receiver.received:
+        Webhook(secret).verify(body, headers)
 
 
 async def test_loopback_receiver_refused_without_allowlist(

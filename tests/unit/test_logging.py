@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from shared.logging import JsonFormatter
+from shared.logging import JsonFormatter, current_request_id
 
 
 def _record(created: float, **extra: object) -> logging.LogRecord:
@@ -41,3 +41,20 @@ def test_exceptions_are_kept() -> None:
     entry = orjson.loads(JsonFormatter().format(record))
     assert entry["ts"] == "1970-01-01T00:00:00.500Z"
     assert "RuntimeError: boom" in entry["exc"]
+
+
+def test_request_id_comes_from_the_context_and_other_extras_are_left_out() -> None:
+    token = current_request_id.set("req-1")
+    try:
+        entry = orjson.loads(JsonFormatter().format(_record(0.0, response_status=200, remote_address="x")))
+    finally:
+        current_request_id.reset(token)
+    assert entry == {
+        "ts": "1970-01-01T00:00:00.000Z",
+        "level": "info",
+        "logger": "veil.worker",
+        "msg": "job j1 done",
+        "request_id": "req-1",
+    }
+    # The record's own id wins over the context's.
+    assert orjson.loads(JsonFormatter().format(_record(0.0, request_id="req-2")))["request_id"] == "req-2"
