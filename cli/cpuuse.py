@@ -1,32 +1,37 @@
-"""Where the CPU goes while ``veil bench`` runs: CPU time of the local service processes, by role, from /proc.
+"""Where the CPU goes while ``veil bench`` runs: CPU time of the local service processes, by role (psutil).
 
 (b)'s img/s on one machine is its cores divided by everything a photo costs them: the models, and around
 them the gateway, the worker's event loop, the object store, Redis and the load generator itself. Read
-per photo beside (a)'s model-only CPU, this shows what the service adds and where. Linux only (elsewhere,
-and for a remote stack, the snapshot is empty and nothing is printed).
+per photo beside (a)'s model-only CPU, this shows what the service adds and where. For a remote stack no
+local process has a role, and only the bench and the machine are counted.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 
-PROC = Path("/proc")
+import psutil
+
 # Roles, in the order they are printed. The worker's event loop is its main thread (its lanes and the
 # inference runtimes' threads are the rest of the worker).
 ROLES = ("worker", "worker event loop", "gateway", "seaweedfs", "redis", "bench")
 MACHINE_BUSY = "machine busy"
 MACHINE_IDLE = "machine idle"
-
+# The machine's CPU time counters as Linux's /proc/stat orders them (psutil's names); guest time is
+# already inside user and nice, so it is left out of every sum.
+MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")  # what this machine ran, steal excluded
+_IDLE_FIELDS = ("idle", "iowait")
 
 _VEIL_ROLES = {"workers": "worker", "worker": "worker", "gateway": "gateway"}
 
 
-def role_of(argv: list[bytes]) -> str | None:
+def role_of(argv: Sequence[str]) -> str | None:
     """The stack role of a process by its command line, as ``veil up``, the deploy files and the
     ``veil worker`` / ``veil gateway`` commands start them."""
-    args = [arg.decode(errors="replace") for arg in argv if arg]
+    args = [arg for arg in argv if arg]
     if not args:
         return None
     program = os.path.basename(args[0])
@@ -42,55 +47,69 @@ def role_of(argv: list[bytes]) -> str | None:
     return None
 
 
-def cpu_ticks(stat: Path = PROC / "stat") -> list[int] | None:
-    """The machine's CPU time counters, user .. steal (the first 8 of /proc/stat); None off Linux."""
-    try:
-        fields = stat.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    return [int(v) for v in fields[1:9]]
-
-
-def _cpu_seconds(stat: Path) -> float:
-    """utime + stime of one process or thread (``/proc/<pid>/stat`` fields 14 and 15)."""
-    text = stat.read_text()
-    fields = text[text.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def snapshot(proc: Path = PROC) -> dict[str, float]:
-    """CPU seconds so far: per role (summed over its processes), this process (``bench``: the model loop
-    in (a), the load generator in (b)), and the machine's busy and idle time. Empty off Linux."""
-    ticks = cpu_ticks(proc / "stat")
-    if ticks is None:
-        return {}
-    seconds = dict.fromkeys(ROLES, 0.0)
+def stack_processes() -> Iterator[tuple[str, psutil.Process]]:
+    """This machine's stack processes (other than this one) with their roles, found by command line."""
     me = os.getpid()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info.get("cmdline")  # None where it cannot be read (another user's, a zombie)
+        role = role_of(argv) if argv else None
+        if role is not None and proc.pid != me:
+            yield role, proc
+
+
+def machine_times() -> dict[str, float]:
+    """The machine's CPU time counters so far, seconds (:data:`MACHINE_FIELDS` this platform has)."""
+    times = psutil.cpu_times()._asdict()
+    return {name: float(times[name]) for name in MACHINE_FIELDS if name in times}
+
+
+def machine_split(times: Mapping[str, float]) -> dict[str, float]:
+    """Busy (steal excluded: it is not this machine's work) and idle seconds from the counters."""
+    return {
+        MACHINE_BUSY: sum(times.get(name, 0.0) for name in _BUSY_FIELDS),
+        MACHINE_IDLE: sum(times.get(name, 0.0) for name in _IDLE_FIELDS),
+    }
+
+
+def steal_share(before: Mapping[str, float] | None, after: Mapping[str, float] | None) -> float | None:
+    """Share of the interval the hypervisor gave this VM's vCPUs to someone else (``steal``). On a shared
+    host it can take a large part of the machine, and every img/s measured then is lower by about as much.
+    None where the platform has no steal counter."""
+    if before is None or after is None or "steal" not in before or "steal" not in after:
+        return None
+    total = sum(after.get(name, 0.0) - before.get(name, 0.0) for name in MACHINE_FIELDS)
+    return round((after["steal"] - before["steal"]) / total, 3) if total > 0 else None
+
+
+def _seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of one process (its children not included)."""
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def _main_thread_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of a process's main thread (the thread whose id is the pid)."""
+    return sum(t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid)
+
+
+def snapshot() -> dict[str, float]:
+    """CPU seconds so far: per role (summed over its processes), this process (``bench``: the model loop
+    in (a), the load generator in (b)), and the machine's busy and idle time."""
+    seconds = dict.fromkeys(ROLES, 0.0)
+    seconds["bench"] = _seconds(psutil.Process())
+    for role, proc in stack_processes():
         try:
-            if int(entry.name) == me:
-                seconds["bench"] += _cpu_seconds(entry / "stat")
-                continue
-            role = role_of((entry / "cmdline").read_bytes().split(b"\0"))
-            if role is None:
-                continue
-            seconds[role] += _cpu_seconds(entry / "stat")
-            if role == "worker":
-                seconds["worker event loop"] += _cpu_seconds(entry / "task" / entry.name / "stat")
-        except (OSError, ValueError, IndexError):  # the process ended while we looked
+            spent = _seconds(proc)
+            loop = _main_thread_seconds(proc) if role == "worker" else 0.0
+        except psutil.Error:  # the process ended while we looked, or is not ours to read
             continue
-    # user nice system idle iowait irq softirq steal: busy is what this machine ran, steal excluded.
-    hz = os.sysconf("SC_CLK_TCK")
-    seconds[MACHINE_BUSY] = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / hz
-    seconds[MACHINE_IDLE] = (ticks[3] + ticks[4]) / hz
-    return seconds
+        seconds[role] += spent
+        if role == "worker":
+            seconds["worker event loop"] += loop
+    return {**seconds, **machine_split(machine_times())}
 
 
-def per_photo_ms(before: dict[str, float], after: dict[str, float], photos: int) -> dict[str, float]:
+def per_photo_ms(before: Mapping[str, float], after: Mapping[str, float], photos: int) -> dict[str, float]:
     """Milliseconds of CPU per photo between two snapshots; roles with no local process are left out."""
     if not before or not after or photos <= 0:
         return {}

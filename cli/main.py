@@ -6,32 +6,15 @@ Heavy imports (the worker's inference stack) happen inside the commands that nee
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from cli.bench import bench
+from cli.common import DEFAULT_DATA_DIR, settings_for_cli, with_key_store
 from cli.evaluate import evaluate
-from cli.stack import run_up, stack_environment
-from shared.apikeys import ApiKeyStore
-from shared.settings import Settings, load_settings
-
-DEFAULT_DATA_DIR = Path(".veil")
-T = TypeVar("T")
-
-
-def settings_for_cli(data_dir: Path) -> Settings:
-    """Environment first; otherwise the stack that ``veil up`` is running from ``data_dir``."""
-    for key, value in stack_environment(data_dir).items():
-        os.environ.setdefault(key, value)
-    return load_settings()
+from cli.stack import run_up
 
 
 @click.group()
@@ -78,28 +61,12 @@ def keys() -> None:
     """Manage API keys (stored hashed in Redis)."""
 
 
-def _with_key_store(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        redis = Redis.from_url(settings.redis.url)
-        try:
-            return await action(ApiKeyStore(redis, settings.redis.prefix))
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(run())
-    except (ConnectionError, OSError, RedisError) as exc:
-        raise click.ClickException(
-            f"cannot reach Redis at {settings.redis.url} ({exc}); is `veil up` running?"
-        ) from exc
-
-
 @keys.command("create")
 @click.option("--name", required=True, help="A label for the key (who or what uses it).")
 @click.pass_obj
 def keys_create(data_dir: Path, name: str) -> None:
     """Create a key; the key itself is the last line printed (shown once, stored hashed)."""
-    token, key = _with_key_store(settings_for_cli(data_dir), lambda store: store.create(name))
+    token, key = with_key_store(settings_for_cli(data_dir), lambda store: store.create(name))
     click.echo(f"Created key {key.id} ({key.name}); webhook signing secret: {key.webhook_secret}", err=True)
     click.echo("The key is shown only once:", err=True)
     click.echo(token)
@@ -109,7 +76,7 @@ def keys_create(data_dir: Path, name: str) -> None:
 @click.pass_obj
 def keys_list(data_dir: Path) -> None:
     """List keys (ids and names; never the keys)."""
-    for key in _with_key_store(settings_for_cli(data_dir), lambda store: store.list()):
+    for key in with_key_store(settings_for_cli(data_dir), lambda store: store.list()):
         click.echo(f"{key.id}\t{key.name}\t{key.created_at}")
 
 
@@ -118,7 +85,7 @@ def keys_list(data_dir: Path) -> None:
 @click.pass_obj
 def keys_revoke(data_dir: Path, key_id: str) -> None:
     """Revoke a key by its id."""
-    if not _with_key_store(settings_for_cli(data_dir), lambda store: store.revoke(key_id)):
+    if not with_key_store(settings_for_cli(data_dir), lambda store: store.revoke(key_id)):
         raise click.ClickException(f"no key with id {key_id}")
     click.echo(f"revoked {key_id}")
 

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from cli.client import VeilClient, multipart_body
+
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
@@ -78,8 +80,8 @@ class Stats:
 class Run:
     def __init__(self, args: argparse.Namespace, images: list[tuple[str, bytes]]) -> None:
         self.args = args
-        self.images = images
-        self.headers = {"X-API-Key": args.api_key}
+        # Upload bodies are built once, before the clock starts: the load generator shares the cores.
+        self.uploads = [multipart_body(name, data, {}) for name, data in images]
         self.stats = Stats()
         self.issued = 0
         self.deadline = time.monotonic() + args.duration
@@ -96,46 +98,39 @@ class Run:
         self.issued += 1
         return True
 
-    async def _one(self, http: aiohttp.ClientSession, kind: str) -> None:
+    async def _one(self, api: VeilClient, kind: str) -> None:
         start = time.perf_counter()
         if kind == "poll" and self.jobs:
             job_id = self.rng.choice(self.jobs)
-            async with http.get(f"/v1/jobs/{job_id}", headers=self.headers) as response:
-                body = await response.json(content_type=None)
-                if body.get("status") == "succeeded":
-                    self.results.append(job_id)
+            status, body = await api.job(job_id)
+            if body.get("status") == "succeeded":
+                self.results.append(job_id)
         elif kind == "result" and self.results:
-            job_id = self.rng.choice(self.results)
-            async with http.get(f"/v1/jobs/{job_id}/result", headers=self.headers) as response:
-                await response.read()
+            status, _ = await api.result(self.rng.choice(self.results))
         elif kind == "health":
-            async with http.get("/healthz") as response:
-                await response.read()
+            status = await api.health()
         else:
             kind = "upload"
-            name, data = self.rng.choice(self.images)
-            form = aiohttp.FormData()
-            form.add_field("image", data, filename=name)
-            async with http.post("/v1/jobs", data=form, headers=self.headers) as response:
-                body = await response.json(content_type=None)
-                if response.status == 202:
-                    self.jobs.append(body["id"])
-        self.stats.record(kind, response.status, time.perf_counter() - start)
+            status, body = await api.submit(*self.rng.choice(self.uploads))
+            if status == 202:
+                self.jobs.append(body["id"])
+        self.stats.record(kind, status, time.perf_counter() - start)
 
-    async def client(self, http: aiohttp.ClientSession) -> None:
+    async def client(self, api: VeilClient) -> None:
         while self._take():
             kind = self.rng.choices(self.kinds, self.weights)[0]
             try:
-                await self._one(http, kind)
+                await self._one(api, kind)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.stats.statuses[f"{kind} {type(exc).__name__}"] += 1
 
     async def main(self) -> dict[str, object]:
         timeout = aiohttp.ClientTimeout(total=self.args.request_timeout)
         connector = aiohttp.TCPConnector(limit=self.args.concurrency)
-        async with aiohttp.ClientSession(self.args.url, timeout=timeout, connector=connector) as http:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            api = VeilClient(http, self.args.url, self.args.api_key)
             start = time.perf_counter()
-            await asyncio.gather(*(self.client(http) for _ in range(self.args.concurrency)))
+            await asyncio.gather(*(self.client(api) for _ in range(self.args.concurrency)))
             elapsed = time.perf_counter() - start
         summary: dict[str, object] = {
             "scenario": self.args.scenario,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 
-from cli.bench import multipart_body
+from cli.client import multipart_body
 
 
 def test_body_parses_back_into_the_image_and_fields() -> None:

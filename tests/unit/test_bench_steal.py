@@ -1,33 +1,38 @@
-"""CPU steal share reported next to every benchmark phase (read from /proc/stat)."""
+"""CPU steal share reported next to every benchmark phase (from the machine's CPU time counters)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from cli.bench import counted_rounds, phase_order, steal_share
-from cli.cpuuse import cpu_ticks
+from cli.bench_stats import counted_rounds, medians, phase_order
+from cli.cpuuse import MACHINE_FIELDS, machine_times, steal_share
 
 
-def test_cpu_ticks_reads_the_first_line(tmp_path: Path) -> None:
-    stat = tmp_path / "stat"
-    stat.write_text("cpu  100 0 20 500 5 0 3 72 0 0\ncpu0 50 0 10 250 2 0 1 36 0 0\n")
-    assert cpu_ticks(stat) == [100, 0, 20, 500, 5, 0, 3, 72]
-    assert cpu_ticks(tmp_path / "missing") is None
-    (tmp_path / "odd").write_text("intr 1 2 3\n")
-    assert cpu_ticks(tmp_path / "odd") is None
+def _times(*values: float) -> dict[str, float]:
+    """Counters in /proc/stat's order: user nice system idle iowait irq softirq steal."""
+    return dict(zip(MACHINE_FIELDS, values, strict=True))
 
 
 def test_steal_share_of_the_interval() -> None:
-    before = [100, 0, 20, 500, 0, 0, 0, 80]
-    after = [150, 0, 30, 540, 0, 0, 0, 180]  # 200 ticks passed, 100 of them stolen
+    before = _times(100, 0, 20, 500, 0, 0, 0, 80)
+    after = _times(150, 0, 30, 540, 0, 0, 0, 180)  # 200 s passed, 100 of them stolen
     assert steal_share(before, after) == 0.5
     assert steal_share(None, after) is None
     assert steal_share(before, before) is None
+    # A platform without a steal counter tells nothing about it.
+    no_steal = {name: value for name, value in before.items() if name != "steal"}
+    assert steal_share(no_steal, {**no_steal, "user": 200.0}) is None
 
 
-def test_this_machine_has_counters_or_none() -> None:
-    ticks = cpu_ticks()
-    assert ticks is None or (len(ticks) == 8 and all(v >= 0 for v in ticks))
+def test_guest_time_is_not_counted_twice() -> None:
+    # Linux counts guest time inside user time; psutil reports both, the share sums user .. steal only.
+    before = {**_times(100, 0, 20, 500, 0, 0, 0, 80), "guest": 10.0}
+    after = {**_times(150, 0, 30, 540, 0, 0, 0, 180), "guest": 60.0}
+    assert steal_share(before, after) == 0.5
+
+
+def test_this_machine_has_counters() -> None:
+    times = machine_times()
+    assert set(times) <= set(MACHINE_FIELDS) and {"user", "system", "idle"} <= set(times)
+    assert all(v >= 0 for v in times.values())
 
 
 def test_medians_leave_out_rounds_with_steal_while_quiet_ones_exist() -> None:
@@ -43,6 +48,19 @@ def test_medians_leave_out_rounds_with_steal_while_quiet_ones_exist() -> None:
     assert counted_rounds(rounds[:1], 0.05) == rounds[:1]
     # Off Linux there is no steal figure: rounds count.
     assert counted_rounds([{"model_only": 1.0, "ratio": 0.8}], 0.05) == [{"model_only": 1.0, "ratio": 0.8}]
+
+    summary = medians(rounds, 0.05)
+    assert summary["rounds"] == rounds and summary["rounds_counted"] == 2 and summary["max_steal"] == 0.05
+    assert summary["img_per_s"] == {"model_only": 7.25, "end_to_end": 6.55}
+    assert summary["ratio"] == 0.9 and summary["ratio_all_rounds"] == 0.825
+
+
+def test_one_round_is_its_own_median() -> None:
+    assert medians([{"model_only": 7.0, "end_to_end": 6.0, "ratio": 0.857}], 0.05) == {
+        "ratio": 0.857,
+        "ratio_all_rounds": 0.857,
+    }
+    assert medians([{"model_only": 7.0}], 0.05) == {}  # (a) alone: no ratio
 
 
 def test_phases_alternate_their_order_so_drift_cancels_in_pairs_of_rounds() -> None:

