@@ -2,14 +2,29 @@
 
 Writing a finished record also publishes the job id on :func:`finished_channel` (in the same round trip),
 so a gateway holding requests open for their jobs (``wait``) learns of it without polling every record.
+
+The worker's writes are conditional (:meth:`JobStore.start`, :meth:`JobStore.finish`): a finished record
+is never written again, so a late, retried or duplicate run cannot flip a job the sweeper already failed.
+Besides the records, three keys let the sweeper (``workers/sweeper.py``) end what no worker will:
+
+* ``<prefix>:jobs:deadlines`` — a sorted set of the jobs a worker started (or handed back to arq for a
+  retry), scored by when the sweeper should look at them (Unix time); removed when the job ends.
+* ``<prefix>:jobs:running`` — a hash of the same jobs: what the sweeper needs to end one
+  (:class:`RunningJob`: its original, its bulk copy, its webhook), which the record does not hold.
+* ``<prefix>:deletions`` — a sorted set of objects (``bucket/key``) to delete, scored by when: a job's
+  original once it ended and a failed job's results, added with the final record in one step, removed
+  once deleted (by the worker at once, or by the sweeper when the store could not be reached).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from shared.jobs import JobRecord
+from shared.jobs import JobRecord, JobStatus, ObjectRef
 
 # Records outlive their results by a day so a late poll still explains what happened.
 RECORD_TTL_SECONDS = 2 * 24 * 3600
@@ -24,6 +39,85 @@ return 0
 """
 
 
+# A record whose status is final is left alone. KEYS: record, deadlines, running.
+# ARGV: record JSON, TTL, job id, deadline, RunningJob JSON ('' for none). Returns the final status or 'ok'.
+_START = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+    local status = cjson.decode(raw)['status']
+    if status == 'succeeded' or status == 'failed' then
+        return status
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+end
+return 'ok'
+"""
+
+# The final record, unless one is there already: out of the sweeper's index, its deletions queued, announced,
+# counted once. KEYS: record, deadlines, running, deletions, counted marker, usage hash, arq's queue.
+# ARGV: record JSON, TTL, job id, channel, count ('1'/'0'), due, sweep ('1'/'0'), now, look again at,
+# then the objects to delete. With sweep = '1' (the sweeper failing a job) it also leaves a job that arq
+# still holds (queued or running: scheduled to be looked at again) or whose deadline a run just moved on.
+# Returns 'ok', the final status found, 'held' or 'alive'.
+_FINISH = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+    local status = cjson.decode(raw)['status']
+    if status == 'succeeded' or status == 'failed' then
+        return status
+    end
+end
+if ARGV[7] == '1' then
+    if redis.call('ZSCORE', KEYS[7], ARGV[3]) then
+        redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
+        return 'held'
+    end
+    local deadline = redis.call('ZSCORE', KEYS[2], ARGV[3])
+    if deadline and tonumber(deadline) > tonumber(ARGV[8]) then
+        return 'alive'
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
+for i = 10, #ARGV do
+    redis.call('ZADD', KEYS[4], ARGV[6], ARGV[i])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+if ARGV[5] == '1' and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('HINCRBY', KEYS[6], 'images', 1)
+end
+return 'ok'
+"""
+
+
+class RunningJob(BaseModel):
+    """What ending a job needs beyond its record, kept while it runs (the arq payload is gone by then)."""
+
+    original: ObjectRef | None = None  # deleted when the job ends (None: not Veil's to delete)
+    output: ObjectRef | None = None  # a bulk job's blurred copy outside Veil's results
+    callback_url: str | None = None
+
+
+def object_member(ref: ObjectRef) -> str:
+    """``bucket/key``: bucket names hold no ``/``, so the first one splits it back."""
+    return f"{ref.bucket}/{ref.key}"
+
+
+def member_object(member: str | bytes) -> ObjectRef:
+    text = member.decode() if isinstance(member, bytes) else member
+    bucket, key = text.split("/", 1)
+    return ObjectRef(bucket=bucket, key=key)
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
 def finished_channel(prefix: str) -> str:
     """Pub/sub channel carrying the ids of jobs whose record was just written in a final state."""
     return f"{prefix}:jobs:finished"
@@ -34,6 +128,11 @@ class JobStore:
         self._redis = redis
         self._prefix = prefix
         self._channel = finished_channel(prefix)
+        self.deadlines_key = f"{prefix}:jobs:deadlines"
+        self.running_key = f"{prefix}:jobs:running"
+        self.deletions_key = f"{prefix}:deletions"
+        self._start = redis.register_script(_START)
+        self._finish = redis.register_script(_FINISH)
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -78,3 +177,117 @@ class JobStore:
             self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS, nx=True
         )
         return bool(written)
+
+    # -- the worker's writes, and what the sweeper needs ------------------------------------------------
+
+    async def start(
+        self, record: JobRecord, *, deadline: float, running: RunningJob | None = None
+    ) -> JobStatus | None:
+        """Write a running (or, handed back to arq, queued) record and index it for the sweeper until
+        ``deadline`` (Unix time), unless the job is finished: then nothing is written and its final status
+        is returned."""
+        assert not record.status.finished
+        reply = await self._start(
+            keys=[self._key(record.id), self.deadlines_key, self.running_key],
+            args=[
+                record.model_dump_json(by_alias=True),
+                RECORD_TTL_SECONDS,
+                record.id,
+                repr(deadline),
+                running.model_dump_json() if running is not None else "",
+            ],
+        )
+        outcome = _text(reply)
+        return None if outcome == "ok" else JobStatus(outcome)
+
+    async def finish(
+        self,
+        record: JobRecord,
+        *,
+        count_success: bool = False,
+        delete: Sequence[ObjectRef] = (),
+        due: float = 0.0,
+    ) -> JobStatus | None:
+        """Write the final ``record`` unless the job is finished already (then its final status is returned
+        and nothing is written); in the same step take it out of the sweeper's index, queue ``delete`` for
+        deletion at ``due`` (Unix time; :meth:`deleted` takes them off once gone), announce it and, with
+        ``count_success``, count it in its owner's usage once however often it is re-run."""
+        outcome = await self._final(record, count_success, delete, due, sweep=None)
+        return None if outcome == "ok" else JobStatus(outcome)
+
+    async def fail_abandoned(
+        self,
+        record: JobRecord,
+        *,
+        queue_name: str,
+        now: float,
+        look_again_at: float,
+        delete: Sequence[ObjectRef] = (),
+    ) -> str:
+        """The sweeper's :meth:`finish` of a failed ``record``, only if the job is past its deadline at
+        ``now`` and arq's queue no longer holds it (else its deadline moves to ``look_again_at``).
+        Returns ``ok`` (failed now), ``held`` (arq still has it), ``alive`` (a run moved its deadline on) or
+        the final status it had already."""
+        return await self._final(record, False, delete, now, sweep=(queue_name, now, look_again_at))
+
+    async def _final(
+        self,
+        record: JobRecord,
+        count_success: bool,
+        delete: Sequence[ObjectRef],
+        due: float,
+        sweep: tuple[str, float, float] | None,
+    ) -> str:
+        assert record.status.finished
+        queue, now, again = sweep if sweep is not None else ("", 0.0, 0.0)
+        keys = [
+            self._key(record.id),
+            self.deadlines_key,
+            self.running_key,
+            self.deletions_key,
+            f"{self._prefix}:counted:{record.id}",
+            f"{self._prefix}:usage:{record.owner}",
+            queue or f"{self._prefix}:no-queue",
+        ]
+        args = [
+            record.model_dump_json(by_alias=True),
+            RECORD_TTL_SECONDS,
+            record.id,
+            self._channel,
+            "1" if count_success else "0",
+            repr(due),
+            "1" if sweep is not None else "0",
+            repr(now),
+            repr(again),
+            *dict.fromkeys(object_member(ref) for ref in delete),
+        ]
+        return _text(await self._finish(keys=keys, args=args))
+
+    async def overdue(self, now: float, limit: int = 500) -> list[str]:
+        """Ids of started jobs whose deadline is past at ``now``, oldest first."""
+        ids = await self._redis.zrangebyscore(self.deadlines_key, "-inf", repr(now), start=0, num=limit)
+        return [_text(job_id) for job_id in ids]
+
+    async def running(self, job_id: str) -> RunningJob | None:
+        raw = await self._redis.hget(self.running_key, job_id)  # type: ignore[misc]
+        return None if raw is None else RunningJob.model_validate_json(raw)
+
+    async def forget(self, job_id: str) -> None:
+        """Take a job out of the sweeper's index (it ended, or its record is gone)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.deadlines_key, job_id)
+            pipe.hdel(self.running_key, job_id)
+            await pipe.execute()
+
+    async def due_deletions(self, now: float, limit: int = 500) -> list[ObjectRef]:
+        members = await self._redis.zrangebyscore(self.deletions_key, "-inf", repr(now), start=0, num=limit)
+        return [member_object(member) for member in members]
+
+    async def delete_later(self, refs: Sequence[ObjectRef], due: float) -> None:
+        """(Re)schedule deletions at ``due`` (Unix time)."""
+        if refs:
+            await self._redis.zadd(self.deletions_key, {object_member(ref): due for ref in refs})
+
+    async def deleted(self, refs: Sequence[ObjectRef]) -> None:
+        if refs:
+            await self._redis.zrem(self.deletions_key, *[object_member(ref) for ref in refs])

@@ -95,6 +95,9 @@ class WorkerSettings(BaseModel):
     # Detection quality (workers/pipeline.DetectionConfig; recall and cost measured in docs/accuracy.md).
     face_min_score: float = Field(default=0.3, ge=0, le=1)
     plate_min_score: float = Field(default=0.3, ge=0, le=1)
+    # How often the sweeper (workers/sweeper.py) fails jobs no worker will finish and retries deletions
+    # the store refused; at the seconds of each minute that are multiples of it (so 60: once a minute).
+    sweep_interval_seconds: int = Field(default=60, ge=1, le=60)
     face_upscale: float = Field(default=2.0, ge=1, le=4)  # small photos zoomed, long side <= face_max_side
     face_tiles: bool = True  # photos over face_max_side: also native-resolution tiles
     face_head_margin: float = Field(default=0.1, ge=0, le=1)  # grow face boxes towards the whole head

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +20,8 @@ CTX_KEY = "veil"
 
 
 class Runner(Protocol):
-    """What the task needs: :class:`workers.runtime.Engine` (or a bare ``Anonymizer``)."""
+    """What the task needs: :class:`workers.runtime.Engine` (or a bare ``Anonymizer``). ``expired`` says
+    when the job's detection time is up; the runner stops between model passes once it does."""
 
     providers: list[str]
 
@@ -31,6 +33,7 @@ class Runner(Protocol):
         max_pixels: int,
         face_max_side: int,
         logo: bytes | None = None,
+        expired: Callable[[], bool] | None = None,
     ) -> AnonymizeResult: ...
 
 
@@ -46,6 +49,9 @@ class WorkerContext:
     # The inference lanes: one thread per image in flight through the pipeline (decode, detect, blur,
     # encode). Sized by the runtime plan: one per core on CPU (single-threaded sessions), a few on a GPU.
     inference: ThreadPoolExecutor
+    # Set when the worker is told to stop: arq cancels its jobs to run them again elsewhere, so a cancelled
+    # job is handed back (queued), not failed as on arq's job timeout (workers/tasks.py).
+    stopping: bool = False
 
 
 def worker_context(ctx: dict[str, Any]) -> WorkerContext:

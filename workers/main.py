@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,8 @@ from workers.claim import JobClaimer
 from workers.context import CTX_KEY, WorkerContext, worker_context
 from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
 from workers.runtime import Engine, cpu_count, load_engine, plan_for_this_machine
-from workers.tasks import anonymize, sweep_expired
+from workers.sweeper import sweep_expired, sweep_jobs
+from workers.tasks import anonymize
 from workers.wakeup import IDLE_POLL_SECONDS, QueueWakeup
 
 log = logging.getLogger("veil.worker")
@@ -150,6 +152,13 @@ class VeilWorker(Worker):
                 await self._wakeup.wait()
         await super()._poll_iteration()
 
+    def handle_sig(self, signum: signal.Signals) -> None:
+        # arq cancels the running jobs to run them again: tell them it is not its job timeout.
+        state = self.ctx.get(CTX_KEY)
+        if isinstance(state, WorkerContext):
+            state.stopping = True
+        super().handle_sig(signum)
+
     async def close(self) -> None:
         if self._wakeup is not None:
             await self._wakeup.close()
@@ -197,7 +206,18 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
             func(expand_bulk, name=EXPAND_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
             func(deliver_webhook, name=DELIVER_FUNCTION, timeout=30, max_tries=MAX_ATTEMPTS),
         ],
-        cron_jobs=[cron(sweep_expired, minute={7}, timeout=w.job_timeout_seconds, unique=True)],
+        cron_jobs=[
+            cron(sweep_expired, minute={7}, timeout=w.job_timeout_seconds, unique=True),
+            # Jobs no run will finish, and deletions the store refused (workers/sweeper.py).
+            cron(
+                sweep_jobs,
+                second=set(range(0, 60, w.sweep_interval_seconds)),
+                timeout=w.job_timeout_seconds,
+                unique=True,
+                max_tries=1,
+                keep_result=0,
+            ),
+        ],
         queue_name=settings.redis.queue_name,
         redis_settings=arq_redis_settings(settings.redis),
         on_startup=make_startup(settings),

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.errors import DetectionError, VeilError
+from shared.errors import DetectionError, DetectionTimeoutError, VeilError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from shared.settings import WorkerSettings
 from workers import imageops, metadata, overlays, tiling
@@ -32,6 +32,10 @@ from workers.imageops import Region
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Whether the job's detection time is up (None: no limit). Called between model passes, so a job past its
+# deadline gives its lane back within one pass; it reads the caller's clock, the pipeline keeps none.
+Expired = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -152,35 +156,56 @@ class Anonymizer:
         self.faces.detect(image, self.config.face_min_score, faces_mod.DEFAULT_MAX_SIDE)
         self.plates.detect(image, self.config.plate_min_score)
 
-    def detect_faces(self, rgb: npt.NDArray[np.uint8], min_score: float, max_side: int) -> list[RawDetection]:
+    def detect_faces(
+        self, rgb: npt.NDArray[np.uint8], min_score: float, max_side: int, expired: Expired | None = None
+    ) -> list[RawDetection]:
         """The whole image (zoomed up to ``face_upscale``), plus native-resolution tiles for large images."""
         cfg = self.config
+        check = _deadline_check(expired)
+        check()
         found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
         height, width = rgb.shape[:2]
         if cfg.face_tiles and max(height, width) > max_side:
             tiles = tiling.tile_grid(width, height, max_side, round(max_side * cfg.tile_overlap))
             found += tiling.detect_tiled(
-                rgb, lambda crop: self.faces.detect(crop, min_score, max_side), tiles
+                rgb, _checked(check, lambda crop: self.faces.detect(crop, min_score, max_side)), tiles
             )
             found = tiling.merge(found, faces_mod.NMS_IOU)
         return found
 
-    def detect_plates(self, rgb: npt.NDArray[np.uint8], min_score: float) -> list[RawDetection]:
+    def detect_plates(
+        self, rgb: npt.NDArray[np.uint8], min_score: float, expired: Expired | None = None
+    ) -> list[RawDetection]:
         """The whole image, plus overlapping tiles of ``plate_tile_side`` pixels for larger images."""
         cfg = self.config
+        check = _deadline_check(expired)
+        check()
         found = self.plates.detect(rgb, min_score)
         height, width = rgb.shape[:2]
         side = cfg.plate_tile_side
         if cfg.plate_tiles and max(height, width) > side:
             tiles = tiling.tile_grid(width, height, side, round(side * cfg.tile_overlap))
-            found += tiling.detect_tiled(rgb, lambda crop: self.plates.detect(crop, min_score), tiles)
+            found += tiling.detect_tiled(
+                rgb, _checked(check, lambda crop: self.plates.detect(crop, min_score)), tiles
+            )
             found = tiling.merge(found, plates_mod.NMS_IOU)
         return found
 
-    def detect(self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int) -> Detected:
+    def detect(
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        expired: Expired | None = None,
+    ) -> Detected:
         """Decode and run the detectors ``options.targets`` asks for: the model part of :meth:`run`, and
-        all of what ``veil bench`` times as the model-only loop."""
+        all of what ``veil bench`` times as the model-only loop. Raises :class:`DetectionTimeoutError`
+        before any step (decode, each model pass or tile) that starts once ``expired()`` says so."""
         timings: dict[str, float] = {}
+        check = _deadline_check(expired)
+        check()
         with _timed(timings, "decode"):
             image = imageops.decode(data, max_pixels=max_pixels)  # ValidationError / PayloadTooLargeError
             rgb = np.ascontiguousarray(cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
@@ -195,7 +220,9 @@ class Anonymizer:
             def passes() -> list[RawDetection]:
                 found = detect(rgb)
                 if split_tiles:
-                    found = tiling.merge(found + tiling.detect_tiled(rgb, detect, split_tiles), iou)
+                    found = tiling.merge(
+                        found + tiling.detect_tiled(rgb, _checked(check, detect), split_tiles), iou
+                    )
                 return found
 
             found = _detect(what, passes)
@@ -207,11 +234,15 @@ class Anonymizer:
             score = options.min_score if options.min_score is not None else self.config.face_min_score
             side = options.face_max_side or face_max_side
             with _timed(timings, "detect_faces"):
-                faces = search("face", lambda px: self.detect_faces(px, score, side), faces_mod.NMS_IOU)
+                faces = search(
+                    "face", lambda px: self.detect_faces(px, score, side, expired), faces_mod.NMS_IOU
+                )
         if Target.PLATES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.plate_min_score
             with _timed(timings, "detect_plates"):
-                plates = search("plate", lambda px: self.detect_plates(px, score), plates_mod.NMS_IOU)
+                plates = search(
+                    "plate", lambda px: self.detect_plates(px, score, expired), plates_mod.NMS_IOU
+                )
         return Detected(image=image, faces=faces, plates=plates, timings_ms=timings)
 
     def run(
@@ -222,14 +253,21 @@ class Anonymizer:
         max_pixels: int,
         face_max_side: int,
         logo: bytes | None = None,
+        expired: Expired | None = None,
     ) -> AnonymizeResult:
         """Decode, detect what ``options.targets`` asks for, blur (or, at strength 0, only report), put the
-        ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes."""
+        ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes, and
+        :class:`DetectionTimeoutError` between steps once ``expired()`` says the time is up."""
+        check = _deadline_check(expired)
+        check()
         logo_bgra = overlays.decode_logo(logo) if logo is not None else None
-        found = self.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+        found = self.detect(
+            data, options, max_pixels=max_pixels, face_max_side=face_max_side, expired=expired
+        )
         image, faces, plates, timings = found.image, found.faces, found.plates, found.timings_ms
 
         try:
+            check()
             with _timed(timings, "blur"):
                 margin = self.config.face_head_margin
                 face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
@@ -243,6 +281,7 @@ class Anonymizer:
                         pixels = overlays.warp_logo(pixels, logo_bgra, det.polygon or _corners(det.box))
                     # The logo changed pixels inside the plates' regions, blurred or not.
                     blurred.extend(region for region in plate_regions if region not in blurred)
+            check()
             with _timed(timings, "encode"):
                 encoded = imageops.encode(pixels, image.format)
                 if options.keep_metadata:
@@ -289,9 +328,29 @@ def _blurs(
     return [(region, region_sigma) for region, region_sigma in with_strength if region_sigma is not None]
 
 
+def _deadline_check(expired: Expired | None) -> Callable[[], None]:
+    def check() -> None:
+        if expired is not None and expired():
+            raise DetectionTimeoutError("detection took longer than its time limit")
+
+    return check
+
+
+def _checked(check: Callable[[], None], detect: tiling.Detect) -> tiling.Detect:
+    """``detect`` with the deadline checked before each call (each tile is a model pass of its own)."""
+
+    def checked(crop: npt.NDArray[np.uint8]) -> list[RawDetection]:
+        check()
+        return detect(crop)
+
+    return checked
+
+
 def _detect(what: str, call: Callable[[], list[RawDetection]]) -> list[RawDetection]:
     try:
         found = call()
+    except DetectionTimeoutError:
+        raise  # out of time: not a detector failure
     except Exception as exc:
         log.exception("%s detection failed", what)
         raise DetectionError(f"{what} detection failed: {exc}") from exc

@@ -276,15 +276,32 @@ class Engine:
         max_pixels: int,
         face_max_side: int,
         logo: bytes | None = None,
+        expired: Callable[[], bool] | None = None,
     ) -> AnonymizeResult:
+        """One image on this thread's lane; ``expired`` is the job's deadline (see ``Anonymizer.run``)."""
         with self._borrowed() as anonymizer:
             return anonymizer.run(
-                data, options, max_pixels=max_pixels, face_max_side=face_max_side, logo=logo
+                data,
+                options,
+                max_pixels=max_pixels,
+                face_max_side=face_max_side,
+                logo=logo,
+                expired=expired,
             )
 
-    def detect(self, data: bytes, options: BlurOptions, *, max_pixels: int, face_max_side: int) -> Detected:
+    def detect(
+        self,
+        data: bytes,
+        options: BlurOptions,
+        *,
+        max_pixels: int,
+        face_max_side: int,
+        expired: Callable[[], bool] | None = None,
+    ) -> Detected:
         with self._borrowed() as anonymizer:
-            return anonymizer.detect(data, options, max_pixels=max_pixels, face_max_side=face_max_side)
+            return anonymizer.detect(
+                data, options, max_pixels=max_pixels, face_max_side=face_max_side, expired=expired
+            )
 
     @contextlib.contextmanager
     def _borrowed(self) -> Iterator[Anonymizer]:

@@ -1,8 +1,16 @@
 """The arq task: fetch → decode → detect → blur → encode → store → report. Privacy fails closed.
 
-Every exit path leaves the job in a final state (or hands it back to arq for a retry on a transient
-error), and no un-blurred byte is ever written under the results prefix: the result is written only
-after detection and blurring succeeded on the whole image.
+Every exit path leaves the job in a final state, or hands it back to arq for a retry on a transient error:
+arq's job timeout too, which cancels the task (the record is written failed, ``JOB_TIMEOUT``, shielded from
+the cancellation and bounded in time, before the cancellation goes on). No un-blurred byte is ever written
+under the results prefix (the result is written only after detection and blurring succeeded on the whole
+image), and a job that failed keeps no result. The original is deleted when the job ends; deletions the
+store refuses stay in Redis for the sweeper (``workers/sweeper.py``), which also fails the jobs no run will
+finish (every run crashed, or the worker died while recording the end).
+
+Record writes are conditional (:meth:`shared.jobstore.JobStore.start` / ``finish``): a run that ends after
+its job was ended elsewhere (by the sweeper, or by a duplicate run) writes nothing, and takes back the
+result it wrote if the job failed.
 """
 
 from __future__ import annotations
@@ -10,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from arq import Retry
 
@@ -22,7 +33,6 @@ from shared.errors import (
     PermanentError,
     TransientError,
     ValidationError,
-    VeilError,
 )
 from shared.jobs import (
     Detection,
@@ -32,12 +42,21 @@ from shared.jobs import (
     JobRecord,
     JobRequest,
     JobStatus,
+    ObjectRef,
     ResultInfo,
     utcnow,
 )
+from shared.jobstore import RunningJob
 from workers.context import WorkerContext, worker_context
 from workers.notify import enqueue_delivery
 from workers.pipeline import AnonymizeResult
+from workers.sweeper import JOB_TIMEOUT_CODE, delete_objects, job_deadline, result_objects
+
+T = TypeVar("T")
+
+# How long a cancelled job may take to record its end (Redis, then deleting its original): arq waits for
+# it before it lets the job go, and its claim on the job lasts only 10 s past the job timeout.
+END_ON_CANCEL_SECONDS = 8.0
 
 log = logging.getLogger("veil.worker")
 
@@ -72,15 +91,67 @@ async def _load_record(state: WorkerContext, request: JobRequest) -> JobRecord:
     return record
 
 
-async def _finish(state: WorkerContext, request: JobRequest, record: JobRecord) -> None:
+def _running(request: JobRequest) -> RunningJob:
+    return RunningJob(
+        original=request.source if request.delete_source else None,
+        output=request.output,
+        callback_url=request.callback_url,
+    )
+
+
+async def _end(
+    ctx: dict[str, Any],
+    state: WorkerContext,
+    request: JobRequest,
+    record: JobRecord,
+    writes: dict[ObjectRef, bool],
+) -> dict[str, Any]:
+    """Write the final record (unless the job was ended elsewhere), delete the original (and a failed
+    job's results), queue the webhook. ``writes``: objects this run wrote (True) or may have written."""
     record.finished_at = utcnow()
-    # The final record, its announcement and the owner's usage count: one round trip.
-    await state.jobs.put(record, count_success=record.status is JobStatus.SUCCEEDED)
-    if request.delete_source:
-        try:
-            await state.transfer.delete(request.source.key, request.source.bucket)
-        except VeilError:  # the lifecycle rule on uploads/ removes it within a day anyway
-            log.warning("could not delete original of job %s", request.id)
+    succeeded = record.status is JobStatus.SUCCEEDED
+    settings = state.settings
+    original = [request.source] if request.delete_source else []
+    taken_back: list[ObjectRef] = []
+    if not succeeded:
+        taken_back = list(writes)
+        if record.attempts > 1:  # an earlier run may have written them before it crashed or timed out
+            taken_back += [
+                *result_objects(state.store, request.id),
+                *([request.output] if request.output else []),
+            ]
+    # Deletions not confirmed below wait for the sweeper, a job timeout from now: a write cut off by a
+    # cancellation may still land in the store before then.
+    due = time.time() + settings.worker.job_timeout_seconds
+    # If this write fails (or may have: a cancellation, a lost connection), the job stays in the sweeper's
+    # index; unless it turns out final, the sweeper fails it and deletes its result. Deleting it here could
+    # take the result of a job whose record did become final.
+    ended = await state.jobs.finish(record, count_success=succeeded, delete=[*original, *taken_back], due=due)
+    if ended is not None:
+        # Ended elsewhere first (the sweeper, or a duplicate run). Its result, if it succeeded, is under the
+        # same key with the same bytes; if it failed, what this run wrote must go.
+        if ended is JobStatus.FAILED and writes:
+            refs = list(writes)
+            await state.jobs.delete_later(refs, due)
+            await state.jobs.deleted(await delete_objects(state, [r for r in refs if writes[r]]))
+        log.warning("job %s was already %s; this run's outcome is dropped", request.id, ended.value)
+        return {"status": ended.value, "repeat": True}
+
+    # Now: the original, and what this run is known to have written. The rest waits for the sweeper.
+    at_once = [*original, *(ref for ref in taken_back if writes.get(ref))]
+    if at_once:
+        done = await delete_objects(state, at_once)
+        if len(done) < len(at_once):
+            left = len(at_once) - len(done)
+            log.warning("job %s: %d object(s) left for the sweeper to delete", request.id, left)
+        await state.jobs.deleted(done)
+    if request.callback_url:
+        await enqueue_delivery(ctx["redis"], request.id, request.callback_url, settings.redis.queue_name)
+    if record.error is not None:
+        log.info("job %s %s: %s", request.id, record.status.value, record.error.code)
+    else:
+        log.info("job %s %s: %d detections", request.id, record.status.value, len(record.detections))
+    return {"status": record.status.value}
 
 
 async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None:
@@ -97,7 +168,54 @@ async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None
     return stored.body
 
 
-async def _process(state: WorkerContext, request: JobRequest, record: JobRecord) -> None:
+@dataclass(frozen=True)
+class Laned(Generic[T]):
+    value: T
+    lane_wait_s: float  # how long the call waited for a free lane before one started it
+
+
+async def detect_in_lane(
+    lanes: Executor, call: Callable[[Callable[[], bool]], T], seconds: float
+) -> Laned[T]:
+    """Run ``call(expired)`` on an inference lane, where ``expired()`` says whether ``seconds`` have passed
+    since the lane started it: waiting for a free lane is not detection time. Raises
+    :class:`DetectionTimeoutError` once a started call runs past it (the call itself stops at its next
+    check of ``expired``, giving its lane back); a call cancelled before a lane took it never runs."""
+    loop = asyncio.get_running_loop()
+    submitted = time.monotonic()
+    started: list[float] = []
+
+    def on_lane() -> T:
+        begun = time.monotonic()
+        started.append(begun)
+        deadline = begun + seconds
+        return call(lambda: time.monotonic() >= deadline)
+
+    work = loop.run_in_executor(lanes, on_lane)
+    try:
+        wait = seconds
+        while not (await asyncio.wait({work}, timeout=wait))[0]:
+            if started:  # a lane has it: the rest of its own time, then it is late
+                wait = started[0] + seconds - time.monotonic()
+                if wait <= 0:
+                    raise DetectionTimeoutError(f"detection took longer than {seconds:g}s")
+    finally:
+        if not work.done():
+            work.cancel()
+    return Laned(work.result(), started[0] - submitted)
+
+
+async def _put(
+    state: WorkerContext, writes: dict[ObjectRef, bool], ref: ObjectRef, body: bytes, ctype: str
+) -> None:
+    writes[ref] = False  # from here on the object may exist, whatever becomes of this call
+    await state.transfer.put(ref.key, body, ctype, ref.bucket)
+    writes[ref] = True
+
+
+async def _process(
+    state: WorkerContext, request: JobRequest, record: JobRecord, writes: dict[ObjectRef, bool]
+) -> None:
     settings = state.settings
     t0 = time.perf_counter()
     try:
@@ -111,31 +229,28 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
     logo = await _fetch_logo(state, request)
     fetch_ms = (time.perf_counter() - t0) * 1000
 
-    loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(
-        state.inference,
-        lambda: state.anonymizer.run(
+    def detect(expired: Callable[[], bool]) -> AnonymizeResult:
+        return state.anonymizer.run(
             stored.body,
             request.options,
             max_pixels=settings.limits.max_pixels,
             face_max_side=settings.worker.face_max_side,
             logo=logo,
-        ),
-    )
-    try:
-        result = await asyncio.wait_for(work, timeout=settings.worker.detect_timeout_seconds)
-    except TimeoutError as exc:
-        raise DetectionTimeoutError(
-            f"detection took longer than {settings.worker.detect_timeout_seconds:g}s"
-        ) from exc
+            expired=expired,
+        )
+
+    laned = await detect_in_lane(state.inference, detect, settings.worker.detect_timeout_seconds)
+    result = laned.value
 
     t1 = time.perf_counter()
     fmt = ImageFormat(result.format)
     key = state.store.result_key(request.id, fmt.extension)
     # Re-runs overwrite the same key: the job is idempotent.
-    await state.transfer.put(key, result.image, result.content_type)
+    await _put(
+        state, writes, ObjectRef(bucket=state.store.bucket, key=key), result.image, result.content_type
+    )
     if request.output is not None:  # bulk jobs: a blurred copy into the customer's bucket too
-        await state.transfer.put(request.output.key, result.image, result.content_type, request.output.bucket)
+        await _put(state, writes, request.output, result.image, result.content_type)
     ttl = settings.s3.result_ttl_seconds
     url = state.store.presign_get(key, ttl)
     finished = utcnow()
@@ -154,6 +269,38 @@ async def _process(state: WorkerContext, request: JobRequest, record: JobRecord)
     record.timings_ms["store"] = round((time.perf_counter() - t1) * 1000, 1)
 
 
+def _fail(record: JobRecord, code: str, message: str) -> None:
+    record.status, record.error, record.result = JobStatus.FAILED, JobError(code=code, message=message), None
+
+
+async def _shielded(work: Coroutine[Any, Any, Any], seconds: float) -> None:
+    """Run ``work`` to its end though the caller is being cancelled (a second cancellation leaves it
+    running), for at most ``seconds``; its failure is logged, not raised."""
+    task = asyncio.ensure_future(asyncio.wait_for(work, seconds))
+    try:
+        await asyncio.shield(task)
+    except Exception:
+        log.warning("could not record the end of a cancelled job", exc_info=True)
+
+
+async def _end_cancelled(
+    ctx: dict[str, Any],
+    state: WorkerContext,
+    request: JobRequest,
+    record: JobRecord,
+    writes: dict[ObjectRef, bool],
+) -> None:
+    if state.stopping:  # the worker is stopping: arq runs the job again, here or elsewhere
+        record.status = JobStatus.QUEUED
+        await state.jobs.start(record, deadline=job_deadline(state.settings), running=_running(request))
+        log.info("job %s handed back to the queue (worker stopping)", request.id)
+        return
+    # arq's job timeout, which arq treats as final: so is the record.
+    timeout = state.settings.worker.job_timeout_seconds
+    _fail(record, JOB_TIMEOUT_CODE, f"the job did not finish within {timeout}s; try again later")
+    await _end(ctx, state, request, record, writes)
+
+
 async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     state = worker_context(ctx)
     try:
@@ -169,45 +316,35 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     record.status = JobStatus.RUNNING
     record.started_at = record.started_at or utcnow()
     record.attempts += 1
-    await state.jobs.put(record)  # arq logs the start (with the try and the time queued)
+    # arq logs the start (with the try and the time queued). Until the job ends the sweeper watches it.
+    ended = await state.jobs.start(record, deadline=job_deadline(state.settings), running=_running(request))
+    if ended is not None:  # ended meanwhile (the sweeper, or a duplicate run)
+        return {"status": ended.value, "repeat": True}
 
+    writes: dict[ObjectRef, bool] = {}
     try:
-        await _process(state, request, record)
+        await _process(state, request, record, writes)
+    except asyncio.CancelledError:  # arq's job timeout (or the worker stopping)
+        await _shielded(_end_cancelled(ctx, state, request, record, writes), END_ON_CANCEL_SECONDS)
+        raise
     except TransientError as exc:
-        if ctx.get("job_try", 1) < state.settings.worker.max_tries:
+        job_try = ctx.get("job_try", 1)
+        if job_try < state.settings.worker.max_tries:
             log.warning("job %s: %s; retrying", request.id, exc.message)
             record.status = JobStatus.QUEUED
-            await state.jobs.put(record)
-            raise Retry(defer=2 * ctx.get("job_try", 1)) from exc
-        record.status, record.error = JobStatus.FAILED, JobError(code=exc.code, message=exc.message)
+            defer = 2 * job_try
+            running = _running(request)
+            ended = await state.jobs.start(
+                record, deadline=job_deadline(state.settings, defer), running=running
+            )
+            if ended is not None:
+                return {"status": ended.value, "repeat": True}
+            raise Retry(defer=defer) from exc
+        _fail(record, exc.code, exc.message)
     except (PermanentError, DetectionError) as exc:
-        record.status, record.error = JobStatus.FAILED, JobError(code=exc.code, message=exc.message)
+        _fail(record, exc.code, exc.message)
     except Exception as exc:  # fail closed: anything unexpected fails the job, nothing is written
         log.exception("job %s failed unexpectedly", request.id)
-        record.status = JobStatus.FAILED
-        record.error = JobError(code="INTERNAL_ERROR", message=f"processing failed: {type(exc).__name__}")
+        _fail(record, "INTERNAL_ERROR", f"processing failed: {type(exc).__name__}")
 
-    await _finish(state, request, record)
-    if request.callback_url:
-        await enqueue_delivery(
-            ctx["redis"], request.id, request.callback_url, state.settings.redis.queue_name
-        )
-    if record.error is not None:
-        log.info("job %s %s: %s", request.id, record.status.value, record.error.code)
-    else:
-        log.info("job %s %s: %d detections", request.id, record.status.value, len(record.detections))
-    return {"status": record.status.value}
-
-
-async def sweep_expired(ctx: dict[str, Any]) -> dict[str, int]:
-    """Hourly: delete results and stray uploads older than their TTL (for stores without lifecycle rules)."""
-    state = worker_context(ctx)
-    now = utcnow()
-    s3 = state.settings.s3
-    results = await asyncio.to_thread(
-        state.store.delete_older_than, s3.results_prefix, timedelta(seconds=s3.result_ttl_seconds), now
-    )
-    uploads = await asyncio.to_thread(
-        state.store.delete_older_than, s3.uploads_prefix, timedelta(days=1), now
-    )
-    return {"results": results, "uploads": uploads}
+    return await _end(ctx, state, request, record, writes)
