@@ -10,7 +10,6 @@ job id is left on the request under :data:`JOB_ID`, so renderers can tell the cl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 from collections.abc import Iterable
@@ -195,27 +194,24 @@ async def run_job(request: web.Request, owner: str, image: bytes, options: BlurO
 
 
 async def result_bytes(request: web.Request, record: JobRecord) -> bytes:
-    """The blurred image of a succeeded job, read from the store."""
+    """The blurred image of a succeeded job, read from the store (within the store's request timeout)."""
     if record.result is None:
         raise PermanentError("the job has no result")
-    store = request.config_dict[STORE]
-    stored = await asyncio.to_thread(store.get, record.result.key)
+    stored = await request.config_dict[SUBMITTER].transfer.get(record.result.key)
     return stored.body
 
 
 async def put_upload(request: web.Request, name: str, data: bytes, content_type: str) -> str:
     """Store an auxiliary upload (a logo) under the uploads prefix; returns its key. The bucket's
     lifecycle rule removes uploads within a day; callers delete it once the job has finished."""
-    store = request.config_dict[STORE]
-    key = f"{store.settings.uploads_prefix}{name}"
-    await asyncio.to_thread(store.put, key, data, content_type)
+    key = f"{request.config_dict[STORE].settings.uploads_prefix}{name}"
+    await request.config_dict[SUBMITTER].transfer.put(key, data, content_type)
     return key
 
 
 async def delete_upload(request: web.Request, key: str) -> None:
-    store = request.config_dict[STORE]
     with contextlib.suppress(VeilError):  # the uploads lifecycle rule removes it within a day anyway
-        await asyncio.to_thread(store.delete, key)
+        await request.config_dict[SUBMITTER].transfer.delete(key)
 
 
 # -- small helpers shared by the shapes ------------------------------------------------------------------

@@ -1,16 +1,27 @@
-"""What an uploaded image is: magic-byte sniffing, then a check that it is whole.
+"""What an uploaded image is: magic-byte sniffing, then a check that it is whole; nothing is decoded.
 
-Runs before anything is stored or queued, so a truncated or unreadable upload is a 400 at once. PNG and WebP
-are decoded by Pillow. A JPEG is checked by its structure instead (headers parsed by Pillow, then an
-end-of-image marker after the scan data): decoding it here would repeat the worker's own decode (about 4 ms
-of the gateway's ~15 ms of CPU per photo), and Pillow's decode catches little else, since libjpeg only warns
-about damaged scan data. A JPEG the worker cannot decode fails its job with ``VALIDATION_ERROR``.
-CPU work: async callers go through :func:`gateway.submission.inspect`, which decodes in a thread.
+Runs before anything is stored or queued, so a truncated or unreadable upload is a 400 at once. Pillow's
+``Image.open`` reads headers only: size and pixel limits come from there, before any pixel exists (a 143 KB
+PNG can declare 7000x7000, 147 MB once decoded: the check must not pay for that, nor let a few at once
+take the gateway's memory). Wholeness comes from the file's structure, which costs no decompression:
+
+* JPEG: the header segments are parsed, then an end-of-image marker is looked for after the scan data;
+* PNG: the chunks are walked by their length fields from IHDR to IEND (at least one IDAT; CRCs are not
+  recomputed, the data not inflated); EXIF orientation comes from the eXIf chunk found on the way (Pillow's
+  own ``getexif`` would decode the image to look for it after the pixel data);
+* WebP: the RIFF size must fit the data, and the chunks in it fit the RIFF size, with an image chunk
+  (``VP8 ``, ``VP8L`` or an animation frame) among them.
+
+Damage inside compressed data that keeps the structure whole (flipped bytes in a PNG's IDAT or a JPEG's
+scan) passes here; the worker's decode finds it and fails the job with ``VALIDATION_ERROR``. Decoding here
+would repeat the worker's own decode for every image to catch that rare case.
+CPU work: async callers go through :func:`gateway.submission.inspect`, in a thread for PNG and WebP.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 
 from PIL import Image, UnidentifiedImageError
 
@@ -68,9 +79,68 @@ def jpeg_is_complete(data: bytes) -> bool:
     return False
 
 
+_PNG_SIGNATURE_BYTES = 8
+_PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk's length
+_WEBP_IMAGE_CHUNKS = frozenset({b"VP8 ", b"VP8L", b"ANMF"})
+
+
+def png_structure(data: bytes) -> bytes | None:
+    """Walk a PNG's chunks by their lengths to IEND; returns its eXIf chunk's body (or None).
+
+    Raises :class:`ValidationError` when the file ends before IEND (truncated), a length is out of range
+    or there is no IDAT. Bytes after IEND are allowed, as decoders ignore them."""
+    size = len(data)
+    pos = _PNG_SIGNATURE_BYTES
+    exif: bytes | None = None
+    image_data = False
+    while pos + 8 <= size:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if length > _PNG_MAX_CHUNK:
+            raise ValidationError(f"the PNG image is corrupt: a {kind!r} chunk claims {length} bytes")
+        end = pos + 12 + length  # length, type, data, CRC
+        if end > size:
+            raise ValidationError(
+                f"the PNG image is truncated: a {kind!r} chunk needs {end} bytes, the file has {size}"
+            )
+        if kind == b"IEND":
+            if not image_data:
+                raise ValidationError("the PNG image is corrupt: it has no image data (IDAT)")
+            return exif
+        if kind == b"IDAT":
+            image_data = True
+        elif kind == b"eXIf" and exif is None:
+            exif = data[pos + 8 : pos + 8 + length]
+        pos = end
+    raise ValidationError("the PNG image is truncated: it ends before its IEND chunk")
+
+
+def webp_structure(data: bytes) -> None:
+    """Check that a WebP's RIFF size fits the data and its chunks fit the RIFF size, with an image chunk
+    among them; raises :class:`ValidationError` otherwise. Bytes after the RIFF chunk are allowed."""
+    size = len(data)
+    riff_end = 8 + int.from_bytes(data[4:8], "little")
+    if riff_end > size:
+        raise ValidationError(
+            f"the WEBP image is truncated: its RIFF header declares {riff_end} bytes, the file has {size}"
+        )
+    pos = 12  # after "RIFF", the size and "WEBP"
+    image_data = False
+    while pos < riff_end:
+        if pos + 8 > riff_end:
+            raise ValidationError("the WEBP image is truncated: it ends inside a chunk header")
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        end = pos + 8 + length
+        if end > riff_end:
+            raise ValidationError(f"the WEBP image is truncated: its {kind!r} chunk runs past the end")
+        image_data = image_data or kind in _WEBP_IMAGE_CHUNKS
+        pos = end + (length & 1)  # chunks are padded to an even length
+    if not image_data:
+        raise ValidationError("the WEBP image is corrupt: it has no image data")
+
+
 def inspect_image(data: bytes, limits: LimitSettings) -> InputInfo:
-    """Sniff, open and check ``data`` (see the module's text); returns the orientation-corrected size and
-    the format.
+    """Sniff, open (headers only) and check ``data`` (see the module's text); returns the
+    orientation-corrected size and the format. Never decodes pixels.
 
     Raises 415 for unsupported formats, 413 when the image has too many pixels or too long a side, and
     400 when it is truncated or corrupt.
@@ -80,18 +150,36 @@ def inspect_image(data: bytes, limits: LimitSettings) -> InputInfo:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[image_format]]) as image:
             width, height = image.size
             _check_dimensions(width, height, limits)
-            orientation = image.getexif().get(_EXIF_ORIENTATION)
-            if image_format is not ImageFormat.JPEG:
-                image.load()
-            elif not jpeg_is_complete(data):
-                raise ValidationError("the JPEG image is truncated: its scan data has no end marker")
+            if image_format is ImageFormat.JPEG:
+                orientation = image.getexif().get(_EXIF_ORIENTATION)
+                if not jpeg_is_complete(data):
+                    raise ValidationError("the JPEG image is truncated: its scan data has no end marker")
+            elif image_format is ImageFormat.PNG:
+                orientation = _orientation(png_structure(data))
+            else:
+                webp_structure(data)
+                orientation = image.getexif().get(_EXIF_ORIENTATION)  # read from the header, no decode
     except Image.DecompressionBombError as exc:
         raise PayloadTooLargeError(f"the image has too many pixels: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ValidationError(f"the {image_format.name} image is corrupt or truncated: {exc}") from exc
     if orientation in _ROTATED_ORIENTATIONS:
         width, height = height, width
     return InputInfo(width=width, height=height, format=image_format)
+
+
+def _orientation(exif: bytes | None) -> int | None:
+    """The Orientation tag of a PNG's eXIf block; None when absent or unreadable (as the worker reads an
+    unreadable block: orientation 1, not a reason to refuse the image)."""
+    if not exif:
+        return None
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+        value = parsed.get(_EXIF_ORIENTATION)
+    except Exception:  # any malformed TIFF structure; Pillow raises a variety of types for it
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _check_dimensions(width: int, height: int, limits: LimitSettings) -> None:

@@ -20,6 +20,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from gateway.api4ai import image_bytes
 from shared.errors import PayloadTooLargeError, ValidationError, VeilError
 from shared.jobs import ObjectRef
+from shared.objectkeys import check_key
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +298,12 @@ def decode_base64(value: str, max_bytes: int) -> bytes:
 
 
 def parse_object_ref(value: object) -> ObjectRef:
-    """``{"bucket": "...", "key": "..."}`` → :class:`ObjectRef` (bucket permissions are checked later)."""
+    """``{"bucket": "...", "key": "..."}`` → :class:`ObjectRef`: the key only in its canonical form
+    (:mod:`shared.objectkeys`); which buckets may be read is checked by the submitter."""
     shape = 's3 must be an object {"bucket": "...", "key": "..."}'
     if not isinstance(value, dict) or set(value) != {"bucket", "key"}:
         raise ValidationError(shape)
     bucket, key = value["bucket"], value["key"]
     if not isinstance(bucket, str) or not isinstance(key, str) or not bucket.strip() or not key:
         raise ValidationError(shape + " with non-empty strings")
-    if len(key) > 1024:
-        raise ValidationError("s3.key is too long")
-    return ObjectRef(bucket=bucket.strip(), key=key)
+    return ObjectRef(bucket=bucket.strip(), key=check_key(key, "s3.key"))

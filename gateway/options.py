@@ -10,9 +10,11 @@ import pydantic
 from shared.errors import ValidationError
 from shared.jobs import BlurOptions
 
-# Set by the gateway itself (a facade's stored logo), never by clients: naming an object key would let a
-# client read other jobs' uploads.
-INTERNAL_OPTIONS = frozenset({"logo_key"})
+# Set by the gateway itself, never by clients. logo_key (a facade's stored logo): naming an object key
+# would let a client read other jobs' uploads. face_strength / plate_strength: 0 means "detect, don't
+# blur", which only the Plate Recognizer facade offers, as that vendor documents it (blur intensity
+# 0..10); natively every job blurs what it finds.
+INTERNAL_OPTIONS = frozenset({"logo_key", "face_strength", "plate_strength"})
 OPTION_NAMES: tuple[str, ...] = tuple(
     name for name in BlurOptions.model_fields if name not in INTERNAL_OPTIONS
 )

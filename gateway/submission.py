@@ -1,8 +1,12 @@
 """Turning an image and options into a queued job, and waiting for it: the one submission path every
 HTTP surface (the native API and later facades) goes through.
 
-``submit`` checks the image (format, decodability, pixel limits) before anything is stored; once the
-upload is in the store, any failure removes it again, so a refused job leaves nothing behind.
+``submit`` checks the image (format, wholeness, pixel limits: :mod:`gateway.imagecheck`, from headers and
+file structure, never by decoding) before anything is stored; once the upload is in the store, any failure
+removes it again, so a refused job leaves nothing behind. At most one check per core runs at once, so a
+burst of large uploads cannot pile up their memory in the checks. Every store call goes through
+:class:`ObjectTransfer`, bounded by ``VEIL_S3__REQUEST_TIMEOUT_SECONDS``: a store that stops answering
+is a 503 within that, not a request held open for the outage.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import uuid
 
@@ -28,6 +33,7 @@ from shared.errors import (
 )
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, finished_channel
+from shared.objectkeys import check_key
 from shared.queue import stage_anonymize
 from shared.settings import LimitSettings, Settings
 from shared.storage import ObjectStore
@@ -39,11 +45,20 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 async def inspect(data: bytes, limits: LimitSettings) -> InputInfo:
-    """:func:`inspect_image`, off the event loop where it decodes (PNG, WebP). A JPEG is only walked and
-    its headers parsed (~0.5 ms): inline, as the hop to a thread and back costs ~0.15 ms of CPU itself."""
+    """:func:`inspect_image`, off the event loop for PNG and WebP (Pillow's WebP parser copies the whole
+    file; a PNG's chunks are walked to its end). A JPEG is only walked and its headers parsed (~0.5 ms):
+    inline, as the hop to a thread and back costs ~0.15 ms of CPU itself."""
     if sniff_format(data) is ImageFormat.JPEG:
         return inspect_image(data, limits)
     return await asyncio.to_thread(inspect_image, data, limits)
+
+
+def check_slots() -> int:
+    """Image checks run at once: one per core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def new_job_id() -> str:
@@ -61,10 +76,12 @@ class JobSubmitter:
         *,
         poll_interval: float = 0.075,
         fallback_interval: float = 5.0,
+        max_checks: int | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._transfer = ObjectTransfer.open(store)  # needs the running loop: built in a cleanup context
+        self._checks = asyncio.Semaphore(max_checks or check_slots())
         self._redis = redis
         self._jobs = JobStore(redis, settings.redis.prefix)
         self._admission = Admission(redis, settings)
@@ -82,6 +99,16 @@ class JobSubmitter:
     @property
     def jobs(self) -> JobStore:
         return self._jobs
+
+    @property
+    def transfer(self) -> ObjectTransfer:
+        """The store's image bytes on the event loop, each call bounded (see the module's text)."""
+        return self._transfer
+
+    async def inspect(self, data: bytes) -> InputInfo:
+        """:func:`inspect` under the submitter's limit on checks running at once."""
+        async with self._checks:
+            return await inspect(data, self._settings.limits)
 
     async def submit(
         self, owner: str, image: bytes | ObjectRef, options: BlurOptions, *, callback_url: str | None = None
@@ -140,7 +167,7 @@ class JobSubmitter:
             raise PayloadTooLargeError(
                 f"the image is {len(data)} bytes, over the limit of {limits.max_upload_bytes}"
             )
-        info = await inspect(data, limits)
+        info = await self.inspect(data)
         job_id = new_job_id()
         source = ObjectRef(bucket=self._store.bucket, key=self._store.upload_key(job_id))
         await self._transfer.put(source.key, data, info.format.content_type)
@@ -156,27 +183,27 @@ class JobSubmitter:
         self, owner: str, ref: ObjectRef, options: BlurOptions, callback_url: str | None
     ) -> JobRecord:
         self._check_readable(ref)
-        limits = self._settings.limits
         try:
-            stored = await asyncio.to_thread(self._store.get, ref.key, ref.bucket, limits.max_upload_bytes)
+            stored = await self._transfer.get(ref.key, ref.bucket, self._settings.limits.max_upload_bytes)
         except NotFoundError as exc:
             raise ValidationError(f"no object {ref.key!r} in bucket {ref.bucket!r}") from exc
         except ValueError as exc:
             raise PayloadTooLargeError(f"the stored image is too large: {exc}") from exc
-        info = await inspect(stored.body, limits)
+        info = await self.inspect(stored.body)
         return await self._enqueue(
             new_job_id(), owner, ref, info, options, delete_source=False, callback_url=callback_url
         )
 
     def _check_readable(self, ref: ObjectRef) -> None:
         s3 = self._settings.s3
+        # Canonical keys only, whoever built the reference: what is checked is what the store will serve.
+        check_key(ref.key, "s3.key")
         if ref.bucket == s3.bucket:
-            # Veil's own uploads and results belong to other jobs (and other keys): never an input.
-            if ref.key.startswith((s3.uploads_prefix, s3.results_prefix)):
-                raise ValidationError(f"objects under {ref.key.split('/', 1)[0]}/ cannot be used as input")
-            return
+            # Other jobs' (and other keys') uploads and results live there: never an input, whatever the
+            # key, and even if an operator listed it as readable.
+            raise ValidationError(f"s3.bucket: Veil's own bucket {ref.bucket!r} cannot be used as input")
         if ref.bucket not in s3.readable_buckets:
-            raise ValidationError(f"bucket {ref.bucket!r} is not readable by Veil")
+            raise ValidationError(f"s3.bucket {ref.bucket!r} is not readable by Veil")
 
     async def _enqueue(
         self,
@@ -240,7 +267,7 @@ class JobSubmitter:
 
     async def _discard_upload(self, source: ObjectRef) -> None:
         try:
-            await asyncio.shield(asyncio.to_thread(self._store.delete, source.key, source.bucket))
+            await asyncio.shield(self._transfer.delete(source.key, source.bucket))
         except Exception:
             log.warning(
                 "could not delete the orphaned upload %s/%s", source.bucket, source.key, exc_info=True

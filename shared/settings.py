@@ -52,6 +52,11 @@ class S3Settings(BaseModel):
     # Image bytes (upload PUT, the worker's GET and result PUT, the upload's DELETE) on presigned URLs over
     # aiohttp instead of through boto3: about half the client CPU (shared/transfer.py). false: all boto3.
     presigned_transfers: bool = True
+    # The longest one store call may take, its retries included, in the gateway and the workers alike: a
+    # store that stops answering fails the call (503 STORE_UNAVAILABLE at the gateway) within this instead
+    # of holding it for the outage. It also bounds moving a whole image: raise it for a store behind a
+    # slow link. Keep it well under the worker's job timeout.
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
 
 class LimitSettings(BaseModel):
@@ -88,16 +93,17 @@ class WorkerSettings(BaseModel):
     max_jobs: int = Field(default=4, ge=1)
     # arq's timeout for one job; a crashed worker's job is picked up again after timeout + 10 s.
     job_timeout_seconds: int = Field(default=45, ge=5)
+    # Detection only: counted from when an inference lane starts the image, not while it waits for one.
     detect_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How often the sweeper (workers/sweeper.py) fails jobs no worker will finish and retries deletions
+    # the store refused; at the seconds of each minute that are multiples of it (so 60: once a minute).
+    sweep_interval_seconds: int = Field(default=60, ge=1, le=60)
     max_tries: int = Field(default=3, ge=1)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
     # Detection quality (workers/pipeline.DetectionConfig; recall and cost measured in docs/accuracy.md).
     face_min_score: float = Field(default=0.3, ge=0, le=1)
     plate_min_score: float = Field(default=0.3, ge=0, le=1)
-    # How often the sweeper (workers/sweeper.py) fails jobs no worker will finish and retries deletions
-    # the store refused; at the seconds of each minute that are multiples of it (so 60: once a minute).
-    sweep_interval_seconds: int = Field(default=60, ge=1, le=60)
     face_upscale: float = Field(default=2.0, ge=1, le=4)  # small photos zoomed, long side <= face_max_side
     face_tiles: bool = True  # photos over face_max_side: also native-resolution tiles
     face_head_margin: float = Field(default=0.1, ge=0, le=1)  # grow face boxes towards the whole head

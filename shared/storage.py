@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+ATTEMPTS = 3  # tries per store call, the first included (boto3's "standard" retry mode; shared.transfer too)
+
+
+def attempt_timeout(settings: S3Settings) -> float:
+    """One attempt's share of ``request_timeout_seconds``: the longest wait to connect, and for each read
+    of the store's answer, so that every attempt of a call stalling still ends within the setting."""
+    return settings.request_timeout_seconds / ATTEMPTS
+
 
 def _session(settings: S3Settings) -> boto3.session.Session:
     """Keys from the settings, else boto3's usual chain (environment, config files, instance role)."""
@@ -34,13 +42,18 @@ def _session(settings: S3Settings) -> boto3.session.Session:
     )
 
 
-def _client(session: boto3.session.Session, endpoint_url: str | None) -> S3Client:
+def _client(session: boto3.session.Session, endpoint_url: str | None, settings: S3Settings) -> S3Client:
+    # Bounded by settings.request_timeout_seconds: each of the ATTEMPTS waits at most its share to connect
+    # and for each read, so a store that stops answering fails the call within the setting plus boto3's
+    # retry backoff (under a second, then under two). boto3 has no deadline for a whole call; async
+    # callers (shared.transfer) hold theirs to the setting exactly.
+    per_attempt = attempt_timeout(settings)
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        connect_timeout=3,
-        read_timeout=30,
-        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=per_attempt,
+        read_timeout=per_attempt,
+        retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
         max_pool_connections=32,
         # botocore >= 1.36 computes a CRC32 of every PUT body (sent as a header the store verifies) and
         # validates one on GETs. SigV4 already hashes the body (SHA-256 over HTTP; TLS protects HTTPS), so
@@ -90,9 +103,9 @@ class ObjectStore:
         self.bucket = settings.bucket
         session = _session(settings)
         public_endpoint = settings.public_endpoint_url or settings.endpoint_url
-        self._s3 = _client(session, settings.endpoint_url)
+        self._s3 = _client(session, settings.endpoint_url, settings)
         # Presign against the endpoint clients can reach; signing is offline, so this costs nothing.
-        self._presigner = _client(session, public_endpoint)
+        self._presigner = _client(session, public_endpoint, settings)
         # The hot URLs (five per job) skip boto3's request pipeline where the endpoint is fixed.
         self._fast_internal = _fast_presigner(session, self._s3, settings.endpoint_url)
         self._fast_public = _fast_presigner(session, self._presigner, public_endpoint)

@@ -7,6 +7,12 @@ over the three hot calls (the gateway's upload PUT, the worker's GET and result 
 (listing, HEAD, lifecycle, bucket creation) stays on :class:`~shared.storage.ObjectStore`.
 ``VEIL_S3__PRESIGNED_TRANSFERS=false`` sends these calls through boto3 too (e.g. for a store behind a
 proxy or CA that only boto3 is configured for; ``AWS_CA_BUNDLE`` is honoured here as well).
+
+Every call, retries included and either way, ends within ``VEIL_S3__REQUEST_TIMEOUT_SECONDS``: a store
+that accepts connections but stops answering (paused, overloaded, a half-open link) raises
+:class:`StoreUnavailableError` then, instead of holding the caller for as long as the outage lasts. Each
+attempt waits at most its share of that to connect and for each read, so a stalled attempt leaves time
+to retry; sending a body has no timeout of its own, hence the deadline over the whole call.
 """
 
 from __future__ import annotations
@@ -18,16 +24,16 @@ import os
 import ssl
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 
 import aiohttp
 
 from shared.errors import NotFoundError, StoreUnavailableError
-from shared.storage import ObjectStore, StoredObject
+from shared.storage import ATTEMPTS, ObjectStore, StoredObject, attempt_timeout
 
 log = logging.getLogger(__name__)
 
 URL_LIFETIME_SECONDS = 300  # used at once; only has to outlive the request and its retries
-ATTEMPTS = 3  # as boto3's "standard" retry mode
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -47,6 +53,7 @@ class ObjectTransfer:
     def __init__(self, store: ObjectStore, session: aiohttp.ClientSession | None) -> None:
         self.store = store
         self._session = session  # None: through boto3 in a thread
+        self.timeout = store.settings.request_timeout_seconds  # per call, retries included
 
     @classmethod
     def open(cls, store: ObjectStore) -> ObjectTransfer:
@@ -57,7 +64,8 @@ class ObjectTransfer:
         connector = aiohttp.TCPConnector(
             limit=64, ssl=ssl.create_default_context(cafile=cafile) if cafile else True
         )
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
+        per_attempt = attempt_timeout(store.settings)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=per_attempt, sock_read=per_attempt)
         # Every URL goes to the one internal endpoint, so its proxy (HTTP(S)_PROXY / NO_PROXY, as boto3
         # reads them) is looked up once here. aiohttp's trust_env would redo it and read ~/.netrc in a
         # thread on every request: 0.9 ms of CPU each, three requests per job.
@@ -70,29 +78,45 @@ class ObjectTransfer:
             await self._session.close()
 
     async def put(self, key: str, body: bytes, content_type: str, bucket: str | None = None) -> None:
-        if self._session is None:
-            await asyncio.to_thread(self.store.put, key, body, content_type, bucket)
-            return
-        url = self.store.presign(
-            "put_object", key, bucket, content_type=content_type, expires_in=URL_LIFETIME_SECONDS
-        )
-        await self._request("PUT", url, "object store refused the upload", body, content_type)
+        async with self._deadline("the upload"):
+            if self._session is None:
+                await asyncio.to_thread(self.store.put, key, body, content_type, bucket)
+                return
+            url = self.store.presign(
+                "put_object", key, bucket, content_type=content_type, expires_in=URL_LIFETIME_SECONDS
+            )
+            await self._request("PUT", url, "object store refused the upload", body, content_type)
 
     async def get(self, key: str, bucket: str | None = None, max_bytes: int | None = None) -> StoredObject:
-        if self._session is None:
-            return await asyncio.to_thread(self.store.get, key, bucket, max_bytes)
-        url = self.store.presign("get_object", key, bucket, expires_in=URL_LIFETIME_SECONDS)
-        body, content_type = await self._request("GET", url, "object store error", max_bytes=max_bytes)
-        return StoredObject(body, content_type)
+        async with self._deadline("a download"):
+            if self._session is None:
+                return await asyncio.to_thread(self.store.get, key, bucket, max_bytes)
+            url = self.store.presign("get_object", key, bucket, expires_in=URL_LIFETIME_SECONDS)
+            body, content_type = await self._request("GET", url, "object store error", max_bytes=max_bytes)
+            return StoredObject(body, content_type)
 
     async def delete(self, key: str, bucket: str | None = None) -> None:
-        if self._session is None:
-            await asyncio.to_thread(self.store.delete, key, bucket)
-            return
-        url = self.store.presign("delete_object", key, bucket, expires_in=URL_LIFETIME_SECONDS)
-        # S3 answers 204 for a missing key, some stores 404: either way it is gone.
-        with contextlib.suppress(NotFoundError):
-            await self._request("DELETE", url, "object store refused the delete")
+        async with self._deadline("a delete"):
+            if self._session is None:
+                await asyncio.to_thread(self.store.delete, key, bucket)
+                return
+            url = self.store.presign("delete_object", key, bucket, expires_in=URL_LIFETIME_SECONDS)
+            # S3 answers 204 for a missing key, some stores 404: either way it is gone.
+            with contextlib.suppress(NotFoundError):
+                await self._request("DELETE", url, "object store refused the delete")
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, what: str) -> AsyncIterator[None]:
+        """The whole call, retries and backoff included, within ``self.timeout``. A boto3 call abandoned
+        here ends in its thread by itself, bounded by its own timeouts (shared.storage)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError as exc:
+            log.warning("object store did not answer %s within %g s", what, self.timeout)
+            raise StoreUnavailableError(
+                f"object store did not answer within {self.timeout:g} s; try again later"
+            ) from exc
 
     async def _request(
         self,

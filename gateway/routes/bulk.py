@@ -30,6 +30,7 @@ from shared.bulk import (
     summarise,
 )
 from shared.errors import NotFoundError, ValidationError
+from shared.objectkeys import check_prefix, is_folder
 from shared.queue import announce_queued
 from shared.settings import Settings
 
@@ -54,18 +55,38 @@ def _model(model: type[M], value: object, field: str) -> M:
 
 
 def parse_bulk(body: dict[str, Any], settings: Settings, owner: str) -> BulkRecord:
+    """The bulk job a request asks for, refused (400) unless both prefixes are canonical
+    (:mod:`shared.objectkeys`), the buckets are the operator's readable / writable ones and never Veil's
+    own, and the blurred copies cannot land on the originals."""
+    s3 = settings.s3
     source = _model(BulkSource, body.get("s3"), "s3")
-    if source.bucket not in settings.s3.readable_buckets:
+    check_prefix(source.prefix, "s3.prefix")
+    if source.bucket == s3.bucket:
+        raise ValidationError(f"s3.bucket: Veil's own bucket {source.bucket!r} cannot be used as input")
+    if source.bucket not in s3.readable_buckets:
         raise ValidationError(f"bucket {source.bucket!r} is not readable by Veil (VEIL_S3__READABLE_BUCKETS)")
     output = None
     if body.get("output") is not None:
         output = _model(BulkOutput, body["output"], "output")
-        if output.bucket not in settings.s3.writable_buckets:
+        check_prefix(output.prefix, "output.prefix")
+        if output.bucket == s3.bucket:
+            raise ValidationError(f"output.bucket: Veil's own bucket {output.bucket!r} cannot be written to")
+        if output.bucket not in s3.writable_buckets:
             raise ValidationError(
                 f"bucket {output.bucket!r} is not writable by Veil (VEIL_S3__WRITABLE_BUCKETS)"
             )
-        if output.bucket == source.bucket and output.prefix == source.prefix:
-            raise ValidationError("output must not overwrite the originals: use another bucket or prefix")
+        if not (is_folder(source.prefix) and is_folder(output.prefix)):
+            raise ValidationError(
+                "with an output, s3.prefix and output.prefix must each be empty or end with '/':"
+                " each blurred copy keeps its key's path below the source folder"
+            )
+        if output.bucket == source.bucket and (
+            output.prefix.startswith(source.prefix) or source.prefix.startswith(output.prefix)
+        ):
+            raise ValidationError(
+                "output must not overwrite the originals: use another bucket, or a folder that neither"
+                " lies inside s3.prefix nor contains it"
+            )
     limit = body.get("limit", MAX_OBJECTS)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_OBJECTS:
         raise ValidationError(f"limit must be a whole number from 1 to {MAX_OBJECTS}")

@@ -6,7 +6,6 @@ byte-array images; ``objects``/``format``/``width``/``height`` on succeeded jobs
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 from aiohttp import web
@@ -18,7 +17,7 @@ from gateway.callbacks import parse_callback_url
 from gateway.inputs import StoredImage, UploadedImage, UrlImage, read_submission
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
-from gateway.state import SETTINGS, STORE, SUBMITTER, URL_FETCHER
+from gateway.state import SETTINGS, SUBMITTER, URL_FETCHER
 from shared.errors import ConflictError, GoneError
 from shared.jobs import JobRecord, JobStatus, ObjectRef, utcnow
 
@@ -77,7 +76,7 @@ async def job_view(request: web.Request, record: JobRecord, output: str) -> dict
     data.update(api4ai.view(record))
     result = data.get("result")
     if output == "base64" and record.result is not None and isinstance(result, dict):
-        stored = await asyncio.to_thread(request.config_dict[STORE].get, record.result.key)
+        stored = await request.config_dict[SUBMITTER].transfer.get(record.result.key)
         result["base64"] = base64.b64encode(stored.body).decode("ascii")
     return data
 
@@ -107,7 +106,7 @@ async def delete_result(request: web.Request) -> web.Response:
     if not record.status.finished:
         raise ConflictError(f"the job is {record.status.value}; delete it once it has finished")
     if record.result is not None:
-        await asyncio.to_thread(request.config_dict[STORE].delete, record.result.key)
+        await submitter.transfer.delete(record.result.key)
         record.result = None
         record.result_deleted_at = utcnow()
         with redis_errors("updating the job"):

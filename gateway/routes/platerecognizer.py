@@ -48,7 +48,6 @@ from gateway.facade import (
     run_job,
     verify_key,
 )
-from gateway.imagecheck import inspect_image
 from gateway.inputs import body_limit
 from gateway.requestid import request_id_middleware
 from gateway.responses import json_response
@@ -254,9 +253,8 @@ async def _owner(request: web.Request) -> str:
 
 
 async def _store_logo(request: web.Request, logo: FormFile) -> str:
-    settings = request.config_dict[SETTINGS]
     try:
-        info = inspect_image(logo.data, settings.limits)
+        info = await request.config_dict[SUBMITTER].inspect(logo.data)
     except PermanentError as exc:  # 400/413/415 alike: the logo is a parameter
         raise ValidationError(f"logo: {exc.message}") from exc
     return await put_upload(request, f"logo-{uuid.uuid4().hex}", logo.data, info.format.content_type)

@@ -223,10 +223,12 @@ async def test_s3_reference_is_queued_without_copy_or_deletion(
     assert request["input"]["format"] == "png"
     assert not store.exists(store.upload_key(job_id))
 
-    # The gateway's own bucket is readable too (outside Veil's upload and result prefixes).
+    # Veil's own bucket is never an input, whatever the prefix (other keys' uploads and results live there).
     store.put(f"mine/{unique}.png", camera_png, "image/png")
     own = {"s3": {"bucket": settings.s3.bucket, "key": f"mine/{unique}.png"}}
-    await accepted(await client.post("/v1/jobs", json=own, headers=auth))
+    response = await client.post("/v1/jobs", json=own, headers=auth)
+    assert "cannot be used" in await error_of(response, 400, "VALIDATION_ERROR")
+    store.delete(f"mine/{unique}.png")
 
 
 @pytest.mark.parametrize(
