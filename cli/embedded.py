@@ -113,6 +113,8 @@ def _wait_until(check: object, timeout: float, what: str, proc: subprocess.Popen
         if callable(check) and check():
             return
         time.sleep(0.1)
+    proc.kill()  # never leave a half-started server behind: nobody holds it to stop it later
+    proc.wait(5)
     raise EmbeddedError(f"{what} did not become ready within {timeout:.0f}s (log: {log})")
 
 
@@ -179,17 +181,26 @@ def popen_logged(
         )
 
 
-def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) -> RedisServer:
+def start_redis(
+    data_dir: Path, port: int | None = None, timeout: float = 15.0, executable: str | None = None
+) -> RedisServer:
+    """Start ``redis-server`` on 127.0.0.1 keeping its data in ``data_dir``: started again with the same
+    ``data_dir`` (and ``port``), it comes back with its keys (queued jobs, API keys, job records).
+
+    Durable: the append-only file, fsynced every second (a crash loses at most the last second of
+    writes), plus an RDB snapshot when a minute has seen a write. Each argument of ``--save`` is its own
+    argv item: Redis 6.2 silently ignores ``--save "60 1"`` as one (``CONFIG GET save`` is empty)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = data_dir / "redis.log"
     args = [
-        find_redis_server(),
+        executable or find_redis_server(),
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(data_dir),
-        "--save", "60 1",
-        "--appendonly", "no",
+        "--save", "60", "1",
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
         "--protected-mode", "yes",
     ]  # fmt: skip
     proc = popen_logged(args, log, data_dir)
@@ -216,12 +227,23 @@ def seaweed_environment(env: dict[str, str]) -> dict[str, str]:
     return {"GOMAXPROCS": str(max(1, cores // 4)), **env}
 
 
-def start_seaweed(data_dir: Path, s3_port: int | None = None, timeout: float = 60.0) -> SeaweedServer:
-    """Start ``weed mini`` (master, volume, filer, S3) bound to 127.0.0.1 with one static S3 identity."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+def seaweed_ports(s3_port: int | None = None) -> dict[str, int]:
+    """Free ports for each of ``weed mini``'s services (their gRPC ports, 10000 higher, free too)."""
     base = free_port_block(6)
-    ports = {"master": base, "volume": base + 1, "filer": base + 2, "admin": base + 4}
-    ports["s3"] = s3_port or base + 3
+    return {
+        "master": base, "volume": base + 1, "filer": base + 2, "s3": s3_port or base + 3, "admin": base + 4
+    }  # fmt: skip
+
+
+def start_seaweed(
+    data_dir: Path, s3_port: int | None = None, timeout: float = 60.0, ports: dict[str, int] | None = None
+) -> SeaweedServer:
+    """Start ``weed mini`` (master, volume, filer, S3) bound to 127.0.0.1 with one static S3 identity.
+
+    ``ports`` (a stopped server's :attr:`SeaweedServer.ports`) starts it again where it was, on the same
+    data: what it stored and every client's URL stay valid."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = dict(ports or seaweed_ports(s3_port))
     config = data_dir / "s3.json"
     config.write_text(
         json.dumps(

@@ -1,7 +1,9 @@
 """``veil up``: the whole stack on one machine — Redis, SeaweedFS, the gateway and one worker.
 
-Children run in their own process groups; Ctrl-C (or SIGTERM) stops them in reverse order. The URLs of the
-running stack are written to ``<data_dir>/stack.json`` so other ``veil`` commands find it.
+Children run in their own process groups, supervised (:mod:`cli.supervisor`): once the stack is up, a child
+that exits is started again where it was, with backoff, and the others keep running. Ctrl-C (or SIGTERM)
+stops them in reverse order. The URLs of the running stack are written to ``<data_dir>/stack.json`` so
+other ``veil`` commands find it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -21,11 +24,14 @@ from cli.embedded import (
     EmbeddedError,
     Service,
     child_env,
+    free_port,
     popen_logged,
     s3_environment,
+    seaweed_ports,
     start_redis,
     start_seaweed,
 )
+from cli.supervisor import GaveUp, Supervisor
 
 STACK_FILE = "stack.json"
 
@@ -43,14 +49,19 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
     return {k: v for k, v in read_stack_file(data_dir).items() if k.startswith("VEIL_")}
 
 
+VEIL_PROCESSES = (("worker", "workers"), ("gateway", "gateway"))
+
+
+def start_veil_process(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
+    """Start ``python -m <module>`` with ``VEIL_*`` env, logging to ``<log_dir>/<name>.log``."""
+    log = log_dir / f"{name}.log"
+    proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
+    return Service(name, proc, log)
+
+
 def start_veil_processes(env: dict[str, str], log_dir: Path) -> list[Service]:
     """Start a worker and a gateway (``python -m workers``, ``python -m gateway``) with ``VEIL_*`` env."""
-    services = []
-    for name, module in (("worker", "workers"), ("gateway", "gateway")):
-        log = log_dir / f"{name}.log"
-        proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
-        services.append(Service(name, proc, log))
-    return services
+    return [start_veil_process(name, module, env, log_dir) for name, module in VEIL_PROCESSES]
 
 
 def wait_ready(url: str, timeout: float, services: list[Service]) -> None:
@@ -76,36 +87,41 @@ class Stack:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8080
-    services: list[Service] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def services(self) -> list[Service]:
+        return self.supervisor.services
+
     def start(self, ready_timeout: float = 180.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        redis = start_redis(self.data_dir / "redis")
-        self.services.append(redis)
-        seaweed = start_seaweed(self.data_dir / "seaweedfs")
-        self.services.append(seaweed)
+        # Ports chosen once: a server the supervisor starts again comes back where it was, on the same data.
+        redis_dir, seaweed_dir = self.data_dir / "redis", self.data_dir / "seaweedfs"
+        redis = self.supervisor.start("redis", partial(start_redis, redis_dir, port=free_port()))
+        start_weed = partial(start_seaweed, seaweed_dir, ports=seaweed_ports())
+        seaweed = self.supervisor.start("seaweedfs", start_weed)
         env = {
             "VEIL_REDIS__URL": redis.url,
             **s3_environment(seaweed),
             "VEIL_GATEWAY__HOST": self.host,
             "VEIL_GATEWAY__PORT": str(self.port),
         }
-        self.services.extend(start_veil_processes(env, self.data_dir))
+        for name, module in VEIL_PROCESSES:
+            self.supervisor.start(name, partial(start_veil_process, name, module, env, self.data_dir))
         (self.data_dir / STACK_FILE).write_text(json.dumps({**env, "url": self.url}, indent=2))
         wait_ready(self.url, ready_timeout, self.services)
 
     def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
-        self.services.clear()
+        self.supervisor.stop()
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
 
     def wait(self) -> int:
-        """Block until a signal arrives or a child dies; returns the exit code for ``veil up``."""
+        """Supervise the children until a signal arrives; returns the exit code for ``veil up`` (0, or 1
+        when a child kept exiting and was given up on)."""
         stopping = False
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -115,13 +131,10 @@ class Stack:
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         while not stopping:
-            for service in self.services:
-                if service.proc.poll() is not None:
-                    print(
-                        f"{service.name} exited (code {service.proc.returncode}); see {service.log}",
-                        file=sys.stderr,
-                    )
-                    return 1
+            try:
+                self.supervisor.check()
+            except GaveUp:
+                return 1
             time.sleep(0.5)
         return 0
 
