@@ -2,7 +2,8 @@
 
 Failures are first normalised to an :class:`ErrorInfo` (status, code, message):
 
-* :class:`shared.errors.VeilError` keeps its ``http_status`` and ``code``;
+* :class:`shared.errors.VeilError` keeps its ``code`` and gets its status from :data:`STATUS_BY_ERROR`
+  (the one place error classes meet HTTP);
 * aiohttp's ``HTTPException`` (404 from the router, 405, 413 from the body limit...) gets a code from its
   status; redirects and other non-errors pass through untouched;
 * anything else is a bug: logged with its traceback and answered 500 ``INTERNAL_ERROR``.
@@ -24,9 +25,35 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.responses import json_response
+from shared import errors
 from shared.errors import VeilError
 
 log = logging.getLogger(__name__)
+
+# Each error class's status; a subclass not listed takes its nearest listed ancestor's.
+STATUS_BY_ERROR: Mapping[type[VeilError], int] = {
+    errors.VeilError: 500,
+    errors.PermanentError: 400,
+    errors.UnauthorizedError: 401,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.GoneError: 410,
+    errors.PayloadTooLargeError: 413,
+    errors.UnsupportedMediaError: 415,
+    errors.DetectionError: 500,
+    errors.TransientError: 503,
+    errors.RateLimitedError: 429,
+}
+
+
+def http_status(error: VeilError) -> int:
+    """The HTTP status the gateway answers ``error`` with."""
+    for cls in type(error).__mro__:
+        status = STATUS_BY_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 500
+
 
 _CODES_BY_STATUS = {
     400: "VALIDATION_ERROR",
@@ -58,11 +85,12 @@ class ErrorInfo:
     @classmethod
     def from_veil_error(cls, error: VeilError) -> ErrorInfo:
         headers: dict[str, str] = {}
+        status = http_status(error)
         if error.retry_after is not None:
             headers["Retry-After"] = retry_after_header(error.retry_after)
-        elif error.http_status == 503:
+        elif status == 503:
             headers["Retry-After"] = "5"
-        return cls(error.http_status, error.code, error.message, headers)
+        return cls(status, error.code, error.message, headers)
 
     @classmethod
     def from_http_exception(cls, exc: web.HTTPException) -> ErrorInfo:

@@ -8,8 +8,8 @@ Every failure a user can see is a :class:`VeilError` with a stable ``code``. Two
   loading, the queue at its limit, a key over its rate). The worker lets arq retry; the gateway answers 503
   (429 for a key over its rate), with ``Retry-After``.
 
-The gateway maps these to HTTP in one place (``gateway/errors.py``); the worker records ``code`` and
-``message`` on the failed job.
+No HTTP status lives here: the gateway maps these classes to statuses in one place (``gateway/errors.py``);
+the worker records ``code`` and ``message`` on the failed job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 class VeilError(Exception):
     code: str = "INTERNAL_ERROR"
-    http_status: int = 500
     retry_after: float | None = None  # seconds a client should wait before trying again, when known
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
@@ -36,53 +35,44 @@ class PermanentError(VeilError):
     """Retrying will not help."""
 
     code = "PERMANENT_ERROR"
-    http_status = 400
 
 
 class ValidationError(PermanentError):
     """Missing or malformed input or option."""
 
     code = "VALIDATION_ERROR"
-    http_status = 400
 
 
 class UnauthorizedError(PermanentError):
     code = "UNAUTHORIZED"
-    http_status = 401
 
 
 class NotFoundError(PermanentError):
     code = "NOT_FOUND"
-    http_status = 404
 
 
 class ConflictError(PermanentError):
     code = "NOT_FINISHED"
-    http_status = 409
 
 
 class GoneError(PermanentError):
     """It existed, but not any more (a result past its 24 h, or deleted by its owner)."""
 
     code = "GONE"
-    http_status = 410
 
 
 class PayloadTooLargeError(PermanentError):
     code = "PAYLOAD_TOO_LARGE"
-    http_status = 413
 
 
 class UnsupportedMediaError(PermanentError):
     code = "UNSUPPORTED_MEDIA_TYPE"
-    http_status = 415
 
 
 class DetectionError(PermanentError):
     """A detector raised or produced garbage: the job fails closed, nothing is written."""
 
     code = "DETECTION_FAILED"
-    http_status = 500
 
 
 class DetectionTimeoutError(DetectionError):
@@ -93,7 +83,6 @@ class TransientError(VeilError):
     """Worth retrying later."""
 
     code = "UNAVAILABLE"
-    http_status = 503
 
 
 class StoreUnavailableError(TransientError):
@@ -114,7 +103,6 @@ class RateLimitedError(TransientError):
     """One API key submitted faster than ``VEIL_GATEWAY__SUBMISSIONS_PER_SECOND`` allows."""
 
     code = "RATE_LIMITED"
-    http_status = 429
 
 
 class ModelsNotReadyError(TransientError):
@@ -125,4 +113,3 @@ class UpstreamFetchError(PermanentError):
     """An ``image_url`` could not be fetched (refused by the SSRF guard, unreachable, bad status)."""
 
     code = "FETCH_FAILED"
-    http_status = 400

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from gateway import api4ai
+from gateway.errors import http_status
 from gateway.facade import Form, FormFile, job_failure, parse_bool, parse_int, timestamp_ms
 from gateway.routes import plateblurer, platerecognizer, vehicore
 from shared.errors import PayloadTooLargeError, ValidationError
@@ -74,11 +75,11 @@ def test_helpers() -> None:
     failed = record().model_copy(
         update={"status": JobStatus.FAILED, "error": JobError(code="MODELS_NOT_READY", message="m")}
     )
-    assert job_failure(failed).http_status == 503
+    assert http_status(job_failure(failed)) == 503
     failed.error = JobError(code="DETECTION_FAILED", message="boom")
-    assert (job_failure(failed).http_status, job_failure(failed).code) == (500, "DETECTION_FAILED")
+    assert (http_status(job_failure(failed)), job_failure(failed).code) == (500, "DETECTION_FAILED")
     failed.error = JobError(code="VALIDATION_ERROR", message="bad")
-    assert job_failure(failed).http_status == 400
+    assert http_status(job_failure(failed)) == 400
 
 
 # -- VehiCore ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 from yarl import URL
 
+from gateway.errors import http_status
 from shared.urlguard import (
     UrlAllowlist,
     UrlNotAllowedError,
@@ -121,7 +122,7 @@ def test_check_address_uses_both_kinds_of_entry() -> None:
     with pytest.raises(UrlNotAllowedError) as refused:
         check_address("metadata.internal", metadata, UrlAllowlist([]))
     assert refused.value.code == "URL_NOT_ALLOWED"
-    assert refused.value.http_status == 400
+    assert http_status(refused.value) == 400
     check_address("metadata.internal", metadata, UrlAllowlist(["metadata.internal"]))
     check_address("anything", metadata, UrlAllowlist(["169.254.0.0/16"]))
     check_address("example.org", ipaddress.ip_address("93.184.216.34"), UrlAllowlist([]))
