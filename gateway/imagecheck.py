@@ -26,6 +26,7 @@ import struct
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
+from shared.imageformat import sniff_format
 from shared.jobs import ImageFormat, InputInfo
 from shared.jpeg import START_OF_SCAN, header_segments
 from shared.settings import LimitSettings
@@ -47,16 +48,13 @@ _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 
 
-def sniff_format(data: bytes) -> ImageFormat:
-    """The image format from the file's first bytes (never from a name or a client's content type)."""
+def supported_format(data: bytes) -> ImageFormat:
+    """The image's format (:func:`shared.imageformat.sniff_format`), or 400/415 naming what it is instead."""
     if not data:
         raise ValidationError("the image is empty")
-    if data.startswith(b"\xff\xd8\xff"):
-        return ImageFormat.JPEG
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ImageFormat.PNG
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ImageFormat.WEBP
+    found = sniff_format(data)
+    if found is not None:
+        return found
     if data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"mif1", b"avif"}:
         raise UnsupportedMediaError(f"HEIF/AVIF images are not supported; send {_SUPPORTED}")
     for signature, name in _UNSUPPORTED_SIGNATURES:
@@ -145,7 +143,7 @@ def inspect_image(data: bytes, limits: LimitSettings) -> InputInfo:
     Raises 415 for unsupported formats, 413 when the image has too many pixels or too long a side, and
     400 when it is truncated or corrupt.
     """
-    image_format = sniff_format(data)
+    image_format = supported_format(data)
     try:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[image_format]]) as image:
             width, height = image.size

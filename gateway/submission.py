@@ -22,7 +22,7 @@ from arq.connections import ArqRedis
 
 from gateway.admission import Admission
 from gateway.backends import redis_errors
-from gateway.imagecheck import inspect_image, sniff_format
+from gateway.imagecheck import inspect_image
 from gateway.jobwatch import FinishedJobs
 from shared.errors import (
     NotFoundError,
@@ -31,6 +31,7 @@ from shared.errors import (
     ValidationError,
     VeilError,
 )
+from shared.imageformat import sniff_format
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, finished_channel
 from shared.objectkeys import check_key

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import PayloadTooLargeError, PermanentError, ValidationError
+from shared.imageformat import sniff_format
 from shared.jobs import ImageFormat
 from shared.jpeg import header_segments
 from workers import metadata
@@ -44,16 +45,6 @@ class DecodedImage:
 
 
 # -- header probing -----------------------------------------------------------------------------------------
-
-
-def sniff_format(data: bytes) -> ImageFormat | None:
-    if data[:3] == b"\xff\xd8\xff":
-        return ImageFormat.JPEG
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return ImageFormat.PNG
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ImageFormat.WEBP
-    return None
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

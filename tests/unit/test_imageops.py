@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 
 from shared.errors import PayloadTooLargeError, ValidationError
+from shared.imageformat import sniff_format
 from shared.jobs import ImageFormat
 from tests.images import astronaut_bgr
 from workers import imageops
@@ -166,7 +167,7 @@ def test_encode_strips_exif() -> None:
 )
 def test_encode_every_layout(fmt: ImageFormat, pixels: npt.NDArray[Any]) -> None:
     out = imageops.encode(pixels, fmt)
-    assert imageops.sniff_format(out) is fmt
+    assert sniff_format(out) is fmt
     assert imageops.decode(out, max_pixels=BIG).width == 30
 
 
