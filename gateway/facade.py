@@ -39,7 +39,6 @@ from shared.jobs import BlurOptions, JobRecord, JobStatus
 
 JOB_ID = web.RequestKey("veil_facade_job_id", str)
 
-_CHUNK = 64 * 1024
 _MAX_TEXT_BYTES = 64 * 1024
 _MAX_FIELDS = 64
 

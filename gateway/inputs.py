@@ -18,6 +18,7 @@ import orjson
 from aiohttp import BodyPartReader, hdrs, web
 
 from gateway.api4ai import image_bytes
+from gateway.limitedread import CHUNK_BYTES, part_chunks, read_limited
 from shared.errors import PayloadTooLargeError, ValidationError, VeilError
 from shared.jobs import ObjectRef
 from shared.objectkeys import check_key
@@ -30,7 +31,6 @@ URL_KEY = "image_url"
 S3_KEY = "s3"
 INPUT_KEYS = (IMAGE_FIELD, BASE64_KEY, URL_KEY, S3_KEY)
 
-_CHUNK = 64 * 1024
 _MAX_OPTION_BYTES = 4096
 _MAX_PARTS = 32
 # Room for base64's 4/3 expansion plus JSON keys and options, or multipart framing.
@@ -148,14 +148,7 @@ async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSub
 
 async def read_part(part: BodyPartReader, limit: int, what: str = "the image") -> bytes:
     """One multipart part's body, refusing (413) anything over ``limit`` bytes while it streams."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"{what} is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited(part_chunks(part), limit, what)
 
 
 async def named_parts(request: web.Request, max_parts: int) -> AsyncIterator[tuple[str, BodyPartReader]]:
@@ -215,14 +208,7 @@ def _from_urlencoded(body: bytes, max_upload_bytes: int) -> RawSubmission:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes while it streams."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited(request.content.iter_chunked(CHUNK_BYTES), limit, "the request body")
 
 
 def _from_json(body: bytes, max_upload_bytes: int) -> RawSubmission:

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from gateway.limitedread import CHUNK_BYTES, read_limited
 from shared.errors import PayloadTooLargeError, UpstreamFetchError
 from shared.settings import Settings
 from shared.urlguard import UrlAllowlist, UrlNotAllowedError, check_url
-
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,11 +109,4 @@ class UrlFetcher:
             raise PayloadTooLargeError(
                 f"the image at the URL is {response.content_length} bytes, over {limit}"
             )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"the image at the URL is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited(response.content.iter_chunked(CHUNK_BYTES), limit, "the image at the URL")
