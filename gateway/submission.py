@@ -77,12 +77,13 @@ class JobSubmitter:
         *,
         poll_interval: float = 0.075,
         fallback_interval: float = 5.0,
-        max_checks: int | None = None,
+        checks: asyncio.Semaphore | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._transfer = ObjectTransfer.open(store)  # needs the running loop: built in a cleanup context
-        self._checks = asyncio.Semaphore(max_checks or check_slots())
+        # Image checks in flight at once (one per core unless the caller shares its own slots).
+        self._checks = checks or asyncio.Semaphore(check_slots())
         self._redis = redis
         self._jobs = JobStore(redis, settings.redis.prefix)
         self._admission = Admission(redis, settings)

@@ -1,5 +1,6 @@
-"""The submitter's image checks run at most ``max_checks`` at once (one per core by default): a burst of
-uploads waits for a free slot instead of holding every image in a check at the same time."""
+"""The submitter's image checks run at most as many at once as it has check slots (one per core by
+default): a burst of uploads waits for a free slot instead of holding every image in a check at the
+same time."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ async def test_a_check_waits_for_a_free_slot(
 ) -> None:
     assert check_slots() >= 1
     connection = connect_redis(settings.redis)
-    submitter = JobSubmitter(settings, store, connection, max_checks=1)
+    slots = asyncio.Semaphore(1)
+    submitter = JobSubmitter(settings, store, connection, checks=slots)
     try:
-        slots = submitter._checks  # the one slot, taken here as a running check would take it
-        await slots.acquire()
+        await slots.acquire()  # the one slot, taken here as a running check would take it
         waiting = asyncio.ensure_future(submitter.inspect(camera_png))
         await asyncio.sleep(0.2)  # far longer than the check itself takes
         assert not waiting.done()

