@@ -75,7 +75,9 @@ async def job_view(request: web.Request, record: JobRecord, output: str) -> dict
     data = record.public()
     data.update(api4ai.view(record))
     result = data.get("result")
-    if output == "base64" and record.result is not None and isinstance(result, dict):
+    # Past expires_at the object may linger in the store until the sweep: never hand it out then.
+    live = record.result is not None and record.result.expires_at > utcnow()
+    if output == "base64" and live and record.result is not None and isinstance(result, dict):
         stored = await request.config_dict[SUBMITTER].transfer.get(record.result.key)
         result["base64"] = base64.b64encode(stored.body).decode("ascii")
     return data

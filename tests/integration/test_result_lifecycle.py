@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import timedelta
 
@@ -82,6 +83,23 @@ async def test_expired_result_is_gone(
     body = await response.json()
     assert response.status == 410
     assert body["code"] == "RESULT_EXPIRED"
+    # The object may still be in the store until the sweep; api4ai's inline output never hands it out.
+    assert store.exists(record.result.key if record.result else "")
+    job = await (
+        await client.get(f"/v1/jobs/{record.id}?output=base64", headers={"X-API-Key": api_key[0]})
+    ).json()
+    assert "base64" not in job["result"]
+
+
+async def test_a_live_result_is_inline_with_output_base64(
+    make_client: ClientFactory, settings: Settings, store: ObjectStore, redis: Redis, api_key: tuple[str, str]
+) -> None:
+    client = await make_client(settings)
+    record = await _succeeded(settings, store, redis, api_key[1], timedelta(hours=1))
+    job = await (
+        await client.get(f"/v1/jobs/{record.id}?output=base64", headers={"X-API-Key": api_key[0]})
+    ).json()
+    assert base64.b64decode(job["result"]["base64"]) == b"blurred bytes"
 
 
 async def test_unfinished_job_cannot_be_deleted(
