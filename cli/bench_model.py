@@ -41,7 +41,8 @@ def load_bench_engine(settings: Any) -> Any:
     """The worker's own engine, as the worker would load it on this machine, warmed up."""
     import cv2
 
-    from workers.runtime import cpu_count, load_engine
+    from workers.engine import load_engine
+    from workers.plan import cpu_count
 
     engine = load_engine(settings.worker)
     if engine.plan.lanes >= cpu_count():
@@ -88,6 +89,7 @@ def model_only(engine: Any, images: list[tuple[str, bytes]], targets: list[str],
 
 
 def _shares(timings: dict[str, list[float]]) -> dict[str, float]:
-    totals = {name: sum(values) for name, values in timings.items()}
+    # Stages only: a source's time (source.*) is part of its class's detect_* stage, in stage_p50_ms.
+    totals = {name: sum(values) for name, values in timings.items() if not name.startswith("source.")}
     whole = sum(totals.values()) or 1.0
     return {name: round(total / whole, 3) for name, total in totals.items()}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,23 @@ class Outcome:
     failed: list[tuple[str, Any]]  # (file, the job's error)
     curve: list[dict[str, Any]]
     wall_seconds: float
+    # Median worker ms per detection stage (detect_faces / detect_plates) and, where a class has several
+    # sources, per source (source.centerface, source.retinaface, source.platedet, source.text).
+    detector_ms: dict[str, float] = field(default_factory=dict)
+
+
+DETECTOR_TIMINGS = ("detect_faces", "detect_plates")
+SOURCE_TIMING = "source."  # workers.pipeline.SOURCE_TIMING (cli does not import workers)
+
+
+def detector_medians(jobs: list[dict[str, Any]]) -> dict[str, float]:
+    """The median of each detection timing over the jobs that have it."""
+    values: dict[str, list[float]] = {}
+    for job in jobs:
+        for name, ms in (job.get("timings_ms") or {}).items():
+            if (name in DETECTOR_TIMINGS or name.startswith(SOURCE_TIMING)) and isinstance(ms, int | float):
+                values.setdefault(name, []).append(float(ms))
+    return {name: round(statistics.median(v), 1) for name, v in sorted(values.items())}
 
 
 def as_json(outcome: Outcome) -> dict[str, Any]:
@@ -44,6 +62,7 @@ def as_json(outcome: Outcome) -> dict[str, Any]:
         "curve": outcome.curve,
         "wall_seconds": round(wall, 2),
         "images_per_second": round(outcome.images / wall, 3) if wall > 0 else None,
+        "detector_ms_p50": outcome.detector_ms,
     }
 
 
@@ -67,6 +86,8 @@ def print_text(outcome: Outcome) -> None:
     click.echo(
         f"\nwall {o.wall_seconds:.1f}s, {o.images / o.wall_seconds:.2f} img/s (concurrency {o.concurrency})"
     )
+    if o.detector_ms:
+        click.echo("worker ms p50: " + ", ".join(f"{name} {ms:g}" for name, ms in o.detector_ms.items()))
     if o.failed:
         click.echo(f"\n{len(o.failed)} jobs failed:")
         for file, error in o.failed:

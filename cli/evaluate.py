@@ -21,7 +21,7 @@ from cli import metrics
 from cli.common import DEFAULT_DATA_DIR, api_key_option, api_key_or_new, stack_url
 from cli.eval_labels import EvalError, image_files, infer_kind, load_labels
 from cli.eval_misses import save_misses
-from cli.eval_report import Outcome, as_json, print_text
+from cli.eval_report import Outcome, as_json, detector_medians, print_text
 from cli.eval_run import Progress, run_jobs
 from cli.eval_scoring import curve, prediction, score_all
 
@@ -144,6 +144,7 @@ def evaluate(
         ],
         curve=curve(entries, predictions, kind, thresholds),
         wall_seconds=wall,
+        detector_ms=detector_medians(jobs),
     )
     saved = 0
     if save_misses_dir is not None:

@@ -35,7 +35,7 @@ from shared.imageformat import sniff_format
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, finished_channel
 from shared.objectkeys import check_key
-from shared.queue import stage_anonymize
+from shared.queue import enqueue_anonymize
 from shared.settings import LimitSettings, Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
@@ -81,7 +81,7 @@ class JobSubmitter:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._transfer = ObjectTransfer.open(store)  # needs the running loop: built in a cleanup context
+        self._transfer = ObjectTransfer.open(store)
         # Image checks in flight at once (one per core unless the caller shares its own slots).
         self._checks = checks or asyncio.Semaphore(check_slots())
         self._redis = redis
@@ -189,8 +189,6 @@ class JobSubmitter:
             stored = await self._transfer.get(ref.key, ref.bucket, self._settings.limits.max_upload_bytes)
         except NotFoundError as exc:
             raise ValidationError(f"no object {ref.key!r} in bucket {ref.bucket!r}") from exc
-        except ValueError as exc:
-            raise PayloadTooLargeError(f"the stored image is too large: {exc}") from exc
         info = await self.inspect(stored.body)
         return await self._enqueue(
             new_job_id(), owner, ref, info, options, delete_source=False, callback_url=callback_url
@@ -230,17 +228,13 @@ class JobSubmitter:
             callback_url=callback_url,
         )
         try:
-            # The record and the queued job, together or not at all, in one round trip.
+            # The record first (a worker that starts the job at once finds it), then arq's own enqueue;
+            # if either fails the record goes again, and the caller deletes the upload.
             with redis_errors("queueing the job"):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    self._jobs.stage_put(pipe, record)
-                    stage_anonymize(
-                        pipe,
-                        request,
-                        self._settings.redis.queue_name,
-                        expires_extra_ms=self._redis.expires_extra_ms,
-                    )
-                    await pipe.execute()
+                await self._jobs.put(record)
+                queued = await enqueue_anonymize(self._redis, request, self._settings.redis.queue_name)
+            if not queued:  # a fresh uuid4 arq already holds: never seen, but never a silent no-op
+                raise RuntimeError(f"arq already holds a job with the id {job_id}")
         except VeilError:
             await self._forget(job_id)
             raise

@@ -7,6 +7,8 @@ Bump ``CONTRACT_VERSION`` on any incompatible change; workers refuse versions th
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -83,6 +85,37 @@ class Exclusion(BaseModel):
         return False
 
 
+MAX_SKIP_PATTERNS = 20
+MAX_SKIP_PATTERN_LENGTH = 100
+
+
+@functools.lru_cache(maxsize=256)
+def skip_pattern(pattern: str) -> re.Pattern[str]:
+    """One ``skip_regexp`` pattern, compiled case-insensitive (raises :class:`re.error`)."""
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def plate_key(text: str) -> str:
+    """A read plate as ``skip_regexp`` matches it and facades report it: letters and digits, lower case
+    ("AB-123 CD" -> "ab123cd")."""
+    return "".join(ch for ch in text if ch.isalnum()).lower()
+
+
+def check_skip_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
+    """``patterns`` if they are usable as ``skip_regexp``: a bounded count of bounded, compiling regular
+    expressions; else :class:`ValueError` saying what is wrong."""
+    if len(patterns) > MAX_SKIP_PATTERNS:
+        raise ValueError(f"at most {MAX_SKIP_PATTERNS} patterns")
+    for pattern in patterns:
+        if not pattern or len(pattern) > MAX_SKIP_PATTERN_LENGTH:
+            raise ValueError(f"each pattern must have 1 to {MAX_SKIP_PATTERN_LENGTH} characters")
+        try:
+            skip_pattern(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+    return tuple(patterns)
+
+
 class BlurOptions(BaseModel):
     """What to find and how to hide it. Every field has a documented range; the gateway validates."""
 
@@ -114,6 +147,11 @@ class BlurOptions(BaseModel):
     split_overlap: float = Field(default=20, ge=0, le=90)
     # Longest side faces are detected at, for this job (None: the worker's `face_max_side`).
     face_max_side: int | None = Field(default=None, ge=64, le=16384)
+    # Plates whose read text fully matches one of these (case-insensitively, letters and digits only:
+    # "AB-123 CD" is matched as "ab123cd") are left unblurred and reported as skipped; a plate whose text
+    # could not be read is always blurred. At most MAX_SKIP_PATTERNS, each at most MAX_SKIP_PATTERN_LENGTH.
+    # Left out of the JSON when empty, so workers of before this option still take the jobs that don't use it.
+    skip_regexp: tuple[str, ...] = Field(default=(), exclude_if=lambda value: not value)
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -124,6 +162,20 @@ class BlurOptions(BaseModel):
                 raise ValueError("targets must name faces, plates or both")
             return tuple(parts)
         return value
+
+    @field_validator("skip_regexp", mode="before")
+    @classmethod
+    def _one_pattern(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("skip_regexp")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_skip_patterns(value)
+
+    def skip_patterns(self) -> list[re.Pattern[str]]:
+        """``skip_regexp`` compiled (case-insensitive)."""
+        return [skip_pattern(pattern) for pattern in self.skip_regexp]
 
     @field_validator("targets")
     @classmethod
@@ -177,6 +229,14 @@ class Detection(BaseModel):
     score: float
     box: list[int]  # [x1, y1, x2, y2] in pixels of the (orientation-corrected) original
     polygon: list[list[int]] | None = None
+    # Which detectors found it, e.g. ["platedet", "text"] or ["centerface", "retinaface"] (records of older
+    # workers: empty).
+    sources: list[str] = Field(default_factory=list)
+    # Plates: the text read on it and the recogniser's score (None: not read).
+    text: str | None = None
+    text_score: float | None = None
+    # A plate left unblurred because its text matched the job's skip_regexp.
+    skipped: bool = False
 
 
 class ResultInfo(BaseModel):

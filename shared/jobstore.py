@@ -58,11 +58,10 @@ return 'ok'
 """
 
 # The final record, unless one is there already: out of the sweeper's index, its deletions queued, announced,
-# counted once. KEYS: record, deadlines, running, deletions, counted marker, usage hash, arq's queue.
-# ARGV: record JSON, TTL, job id, channel, count ('1'/'0'), due, sweep ('1'/'0'), now, look again at,
-# then the objects to delete. With sweep = '1' (the sweeper failing a job) it also leaves a job that arq
-# still holds (queued or running: scheduled to be looked at again) or whose deadline a run just moved on.
-# Returns 'ok', the final status found, 'held' or 'alive'.
+# counted once. KEYS: record, deadlines, running, deletions, counted marker, usage hash.
+# ARGV: record JSON, TTL, job id, channel, count ('1'/'0'), due, sweep ('1'/'0'), now, then the objects to
+# delete. With sweep = '1' (the sweeper failing a job) it also leaves a job whose deadline a run just moved
+# on. Returns 'ok', the final status found, or 'alive'.
 _FINISH = """
 local raw = redis.call('GET', KEYS[1])
 if raw then
@@ -72,10 +71,6 @@ if raw then
     end
 end
 if ARGV[7] == '1' then
-    if redis.call('ZSCORE', KEYS[7], ARGV[3]) then
-        redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
-        return 'held'
-    end
     local deadline = redis.call('ZSCORE', KEYS[2], ARGV[3])
     if deadline and tonumber(deadline) > tonumber(ARGV[8]) then
         return 'alive'
@@ -84,7 +79,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
-for i = 10, #ARGV do
+for i = 9, #ARGV do
     redis.call('ZADD', KEYS[4], ARGV[6], ARGV[i])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
@@ -215,20 +210,17 @@ class JobStore:
         outcome = await self._final(record, count_success, delete, due, sweep=None)
         return None if outcome == "ok" else JobStatus(outcome)
 
-    async def fail_abandoned(
-        self,
-        record: JobRecord,
-        *,
-        queue_name: str,
-        now: float,
-        look_again_at: float,
-        delete: Sequence[ObjectRef] = (),
-    ) -> str:
-        """The sweeper's :meth:`finish` of a failed ``record``, only if the job is past its deadline at
-        ``now`` and arq's queue no longer holds it (else its deadline moves to ``look_again_at``).
-        Returns ``ok`` (failed now), ``held`` (arq still has it), ``alive`` (a run moved its deadline on) or
-        the final status it had already."""
-        return await self._final(record, False, delete, now, sweep=(queue_name, now, look_again_at))
+    async def fail_abandoned(self, record: JobRecord, *, now: float, delete: Sequence[ObjectRef] = ()) -> str:
+        """The sweeper's :meth:`finish` of a failed ``record``, only if the job is still past its deadline
+        at ``now`` (whether arq still holds the job, the sweeper asks arq first: ``arq.jobs.Job.status``).
+        Returns ``ok`` (failed now), ``alive`` (a run moved its deadline on) or the final status it had
+        already."""
+        return await self._final(record, False, delete, now, sweep=now)
+
+    async def postpone(self, job_id: str, at: float) -> None:
+        """Move a started job's deadline to ``at`` (Unix time), if it is still in the sweeper's index (a job
+        that ended meanwhile is not put back)."""
+        await self._redis.zadd(self.deadlines_key, {job_id: at}, xx=True)
 
     async def _final(
         self,
@@ -236,10 +228,9 @@ class JobStore:
         count_success: bool,
         delete: Sequence[ObjectRef],
         due: float,
-        sweep: tuple[str, float, float] | None,
+        sweep: float | None,
     ) -> str:
         assert record.status.finished
-        queue, now, again = sweep if sweep is not None else ("", 0.0, 0.0)
         keys = [
             self._key(record.id),
             self.deadlines_key,
@@ -247,7 +238,6 @@ class JobStore:
             self.deletions_key,
             f"{self._prefix}:counted:{record.id}",
             f"{self._prefix}:usage:{record.owner}",
-            queue or f"{self._prefix}:no-queue",
         ]
         args = [
             record.model_dump_json(by_alias=True),
@@ -257,8 +247,7 @@ class JobStore:
             "1" if count_success else "0",
             repr(due),
             "1" if sweep is not None else "0",
-            repr(now),
-            repr(again),
+            repr(sweep or 0.0),
             *dict.fromkeys(object_member(ref) for ref in delete),
         ]
         return _text(await self._finish(keys=keys, args=args))

@@ -49,9 +49,9 @@ class S3Settings(BaseModel):
     readable_buckets: CsvList = Field(default_factory=list)
     # Buckets bulk jobs may write blurred copies into (``"output": {"bucket", "prefix"}``).
     writable_buckets: CsvList = Field(default_factory=list)
-    # Image bytes (upload PUT, the worker's GET and result PUT, the upload's DELETE) on presigned URLs over
-    # aiohttp instead of through boto3: about half the client CPU (shared/transfer.py). false: all boto3.
-    presigned_transfers: bool = True
+    # Deprecated, ignored (a warning if set): every store call goes through boto3 now (docs/decisions.md,
+    # "S3"). Still accepted for this release so that existing deployments start; removed in the next.
+    presigned_transfers: bool | None = None
     # The longest one store call may take, its retries included, in the gateway and the workers alike: a
     # store that stops answering fails the call (503 STORE_UNAVAILABLE at the gateway) within this instead
     # of holding it for the outage. It also bounds moving a whole image: raise it for a store behind a
@@ -99,6 +99,10 @@ class WorkerSettings(BaseModel):
     # the store refused; at the seconds of each minute that are multiples of it (so 60: once a minute).
     sweep_interval_seconds: int = Field(default=60, ge=1, le=60)
     max_tries: int = Field(default=3, ge=1)
+    # Prometheus metrics (workers/metrics.py) on host:metrics_port; None: off (`veil up`, tests), 0: a free
+    # port, published in the worker's heartbeat. The deploy/ images set 0.0.0.0 and 9108.
+    host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
     # Detection quality (workers/pipeline.DetectionConfig; recall and cost measured in docs/accuracy.md).
@@ -111,7 +115,23 @@ class WorkerSettings(BaseModel):
     # 1280: the model sees every plate at no less than half its size (tiles run at a long side of 640).
     plate_tile_side: int = Field(default=1280, ge=320)
     tile_overlap: float = Field(default=0.2, ge=0, le=0.5)
-    # Throughput (workers/runtime.py). Images processed at once, each through the whole pipeline;
+    # Which weights the worker loads (docs/accuracy.md, README "Models"). best: CenterFace + RetinaFace for
+    # faces, platedet (AGPL-3.0 weights) + PP-OCR text for plates. permissive: no platedet, only
+    # permissively licensed weights (CenterFace, RetinaFace, PP-OCR); plates come from their text alone.
+    models: Literal["best", "permissive"] = "best"
+    # Second face source: RetinaFace (MobileNet-0.25), its faces added to CenterFace's.
+    face_retinaface: bool = True
+    face_retinaface_min_score: float = Field(default=0.7, ge=0, le=1)
+    face_retinaface_upscale: float = Field(default=2.0, ge=1, le=4)  # long side <= face_max_side
+    # Plates from their text (PP-OCR detection + reading). on: every photo; fallback: only photos where
+    # platedet found no plate (faster; see README "Throughput"); off: never (`best` only: platedet alone).
+    plate_text: Literal["on", "fallback", "off"] = "on"
+    plate_text_min_score: float = Field(default=0.6, ge=0, le=1)  # the text detector's score of a line
+    plate_text_read_min_score: float = Field(default=0.5, ge=0, le=1)  # the recogniser's score of its text
+    plate_text_max_side: int = Field(default=640, ge=320, le=4096)  # long side the text detector runs at
+    # Read each candidate and keep only plate-like text (off: shape alone decides; more false positives).
+    plate_text_read: bool = True
+    # Throughput (workers/plan.py). Images processed at once, each through the whole pipeline;
     # 0: one per core on CPU (each with 1 onnxruntime thread), 4 on a GPU (codecs overlap inference).
     inference_lanes: int = Field(default=0, ge=0)
     # Cross-job micro-batching of model passes; 0: 1 (off) on CPU, 8 on a GPU.

@@ -1,5 +1,8 @@
-"""S3-compatible object store: key layout, put/get/delete, presigned GETs. Blocking boto3 calls;
-async callers run them in a thread (``asyncio.to_thread``)."""
+"""S3-compatible object store: key layout, put/get/delete, listing, presigned GETs for clients. The one
+I/O path to the store: every call goes through this boto3 client (blocking; async callers go through
+:class:`shared.transfer.ObjectTransfer`, which runs these in threads within a deadline, or
+``asyncio.to_thread``). boto3 reads ``AWS_CA_BUNDLE`` and ``HTTP(S)_PROXY`` / ``NO_PROXY`` itself.
+Why boto3 and not presigned URLs over aiohttp or aiobotocore: docs/decisions.md, "S3"."""
 
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ import boto3
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import NotFoundError, StoreUnavailableError
-from shared.presign import PathStylePresigner
+from shared.errors import NotFoundError, PayloadTooLargeError, StoreUnavailableError
 from shared.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 3  # tries per store call, the first included (boto3's "standard" retry mode; shared.transfer too)
+ATTEMPTS = 3  # tries per store call, the first included (boto3's "standard" retry mode)
+MAX_CONNECTIONS = 32  # the client's connection pool; shared.transfer runs as many calls at once
 
 
 def attempt_timeout(settings: S3Settings) -> float:
@@ -54,7 +57,7 @@ def _client(session: boto3.session.Session, endpoint_url: str | None, settings: 
         connect_timeout=per_attempt,
         read_timeout=per_attempt,
         retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
-        max_pool_connections=32,
+        max_pool_connections=MAX_CONNECTIONS,
         # botocore >= 1.36 computes a CRC32 of every PUT body (sent as a header the store verifies) and
         # validates one on GETs. SigV4 already hashes the body (SHA-256 over HTTP; TLS protects HTTPS), so
         # that was an extra pass over each image on both sides: checksum only where S3 requires one.
@@ -63,19 +66,6 @@ def _client(session: boto3.session.Session, endpoint_url: str | None, settings: 
     )
     client: S3Client = session.client("s3", endpoint_url=endpoint_url, config=config)
     return client
-
-
-_METHODS = {"get_object": "GET", "put_object": "PUT", "delete_object": "DELETE"}
-
-
-def _fast_presigner(
-    session: boto3.session.Session, client: S3Client, endpoint_url: str | None
-) -> PathStylePresigner | None:
-    """For a configured endpoint with credentials at hand; None means boto3's own presigning."""
-    credentials = session.get_credentials()
-    if not endpoint_url or credentials is None or client.meta.region_name is None:
-        return None
-    return PathStylePresigner(client.meta.endpoint_url, client.meta.region_name, credentials)
 
 
 def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
@@ -101,14 +91,16 @@ class ObjectStore:
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self.bucket = settings.bucket
+        if settings.presigned_transfers is not None:
+            log.warning(
+                "VEIL_S3__PRESIGNED_TRANSFERS is ignored and will be removed: every store call goes "
+                "through boto3 (docs/decisions.md, S3)"
+            )
         session = _session(settings)
         public_endpoint = settings.public_endpoint_url or settings.endpoint_url
         self._s3 = _client(session, settings.endpoint_url, settings)
         # Presign against the endpoint clients can reach; signing is offline, so this costs nothing.
         self._presigner = _client(session, public_endpoint, settings)
-        # The hot URLs (five per job) skip boto3's request pipeline where the endpoint is fixed.
-        self._fast_internal = _fast_presigner(session, self._s3, settings.endpoint_url)
-        self._fast_public = _fast_presigner(session, self._presigner, public_endpoint)
 
     # -- key layout -------------------------------------------------------------------------------------
     def upload_key(self, job_id: str) -> str:
@@ -170,7 +162,7 @@ class ObjectStore:
             length = int(response.get("ContentLength", 0))
             if max_bytes is not None and length > max_bytes:
                 response["Body"].close()
-                raise ValueError(f"object is {length} bytes, over the limit of {max_bytes}")
+                raise PayloadTooLargeError(f"the object is {length} bytes, over the limit of {max_bytes}")
             return StoredObject(response["Body"].read(), response.get("ContentType"))
 
         return self._call(fetch)
@@ -199,30 +191,8 @@ class ObjectStore:
     def delete(self, key: str, bucket: str | None = None) -> None:
         self._call(lambda: self._s3.delete_object(Bucket=bucket or self.bucket, Key=key))
 
-    def presign(
-        self,
-        operation: str,
-        key: str,
-        bucket: str | None = None,
-        *,
-        content_type: str | None = None,
-        expires_in: int = 300,
-    ) -> str:
-        """A short-lived URL on the internal endpoint for :mod:`shared.transfer` (offline signing)."""
-        method = _METHODS.get(operation)
-        if self._fast_internal is not None and method is not None:
-            return self._fast_internal.url(
-                method, bucket or self.bucket, key, expires_in=expires_in, content_type=content_type
-            )
-        params = {"Bucket": bucket or self.bucket, "Key": key}
-        if content_type is not None:
-            params["ContentType"] = content_type
-        url: str = self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=expires_in)
-        return url
-
     def presign_get(self, key: str, expires_in: int) -> str:
-        if self._fast_public is not None:
-            return self._fast_public.url("GET", self.bucket, key, expires_in=expires_in)
+        """A GET URL for clients, on ``public_endpoint_url`` (else the endpoint), valid ``expires_in`` s."""
         url: str = self._presigner.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )

@@ -1,5 +1,5 @@
 """One Redis channel, listened to for as long as the process runs: the loop behind the gateway's
-finished-job waiters and the worker's wake-ups.
+finished-job waiters (:mod:`gateway.jobwatch`, on Veil's own channel of finished job records).
 
 Notifications are a shortcut, never the only path: callers keep a timer of their own. ``on_state(True)``
 is called each time the subscription is confirmed (again, after a reconnect: anything published while it

@@ -28,6 +28,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from workers.sessions import ProviderSession, Session
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -155,7 +157,7 @@ def _pad_to(array: Array, shape: tuple[int, ...]) -> Array:
     return padded
 
 
-def run_session_batch(session: Any, calls: list[tuple[list[str] | None, Feeds]]) -> list[list[Array]]:
+def run_session_batch(session: Session, calls: list[tuple[list[str] | None, Feeds]]) -> list[list[Array]]:
     """Run several single-item ``session.run`` calls as one batch; per-call outputs, cropped back.
 
     All calls must ask for the same outputs and feed the same input names, each with a batch of 1.
@@ -189,7 +191,7 @@ def run_session_batch(session: Any, calls: list[tuple[list[str] | None, Feeds]])
 class BatchedSession:
     """Looks like an onnxruntime session to a detector; ``run`` goes through a :class:`MicroBatcher`."""
 
-    def __init__(self, session: Any, *, max_batch: int, max_wait_ms: float, name: str) -> None:
+    def __init__(self, session: ProviderSession, *, max_batch: int, max_wait_ms: float, name: str) -> None:
         self.session = session
         self.batcher: MicroBatcher[tuple[list[str] | None, Feeds], list[Array]] = MicroBatcher(
             lambda calls: run_session_batch(session, calls),

@@ -24,7 +24,7 @@ from shared.bulk import (
 )
 from shared.errors import VeilError
 from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, ObjectRef, utcnow
-from shared.queue import announce_queued, enqueue_anonymize
+from shared.queue import enqueue_anonymize
 from shared.storage import ObjectStore
 from workers.context import worker_context
 from workers.imageops import probe
@@ -143,10 +143,9 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: i
         bulk.page += 1
         await bulks.put(bulk)
         page_id = expand_job_id(bulk.id, bulk.page)
-        if await ctx["redis"].enqueue_job(
+        await ctx["redis"].enqueue_job(
             EXPAND_FUNCTION, bulk.id, bulk.page, _job_id=page_id, _queue_name=queue
-        ):
-            await announce_queued(ctx["redis"], queue, page_id)
+        )
         return {"status": "listing", "total": bulk.total}
     bulk.truncated = more
     bulk.status = BulkStatus.RUNNING

@@ -20,7 +20,7 @@ CTX_KEY = "veil"
 
 
 class Runner(Protocol):
-    """What the task needs: :class:`workers.runtime.Engine` (or a bare ``Anonymizer``). ``expired`` says
+    """What the task needs: :class:`workers.engine.Engine` (or a bare ``Anonymizer``). ``expired`` says
     when the job's detection time is up; the runner stops between model passes once it does."""
 
     providers: list[str]
@@ -43,7 +43,7 @@ class WorkerContext:
     settings: Settings
     redis: Redis
     store: ObjectStore
-    transfer: ObjectTransfer  # the hot GET / PUT / DELETE of image bytes (presigned URLs over aiohttp)
+    transfer: ObjectTransfer  # the hot GET / PUT / DELETE of image bytes, each within the store timeout
     jobs: JobStore
     anonymizer: Runner
     # The inference lanes: one thread per image in flight through the pipeline (decode, detect, blur,

@@ -2,6 +2,9 @@
 
 Start-up order matters: load models, warm them up, and only then announce the worker as ready and
 start taking jobs, so ``/readyz`` never sends traffic to a worker that would time out on its first image.
+
+The worker is arq's own ``Worker``, configured through its documented settings only (docs/decisions.md,
+"arq"): it polls the queue every :data:`POLL_DELAY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
 from arq import cron
-from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
@@ -27,21 +30,28 @@ from shared.gcfreeze import freeze_startup_objects
 from shared.jobs import utcnow
 from shared.jobstore import JobStore
 from shared.logging import configure_logging
-from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, queued_channel, serialize
+from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, serialize
 from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
 from workers.bulk import expand_bulk
-from workers.claim import JobClaimer
 from workers.context import CTX_KEY, WorkerContext, worker_context
+from workers.engine import Engine, load_engine
+from workers.metrics import MetricsServer, serve
 from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
-from workers.runtime import Engine, cpu_count, load_engine, plan_for_this_machine
+from workers.plan import cpu_count, plan_for_this_machine
 from workers.sweeper import sweep_expired, sweep_jobs
 from workers.tasks import anonymize
-from workers.wakeup import IDLE_POLL_SECONDS, QueueWakeup
 
 log = logging.getLogger("veil.worker")
+
+# arq's poll of the queue: how long a job queued on an idle worker waits at most before it starts, and how
+# soon a finished job's slot is filled again (max_jobs keeps several jobs per lane, so lanes do not wait on
+# it). Measured (docs/decisions.md, "arq"): an idle worker spends ~3 ms of CPU a second on it (7.7 at
+# 0.1 s, 1.3 at arq's default 0.5 s); a job queued on an idle worker starts a median ~130-145 ms later.
+POLL_DELAY_SECONDS = 0.25
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def rss_bytes() -> int | None:
@@ -63,7 +73,26 @@ async def _heartbeat(state: WorkerContext, info: WorkerInfo) -> None:
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
-def make_startup(settings: Settings) -> Any:
+def _stop(
+    state: WorkerContext, arq_handler: Callable[[signal.Signals], None], signum: signal.Signals
+) -> None:
+    state.stopping = True  # before arq cancels the jobs: each tells a hand-back from arq's job timeout
+    arq_handler(signum)
+
+
+def watch_stop_signals(state: WorkerContext, arq_handler: Callable[[signal.Signals], None]) -> None:
+    """On SIGINT / SIGTERM, mark the worker as stopping, then go on as arq does (``arq_handler``: the
+    worker's ``handle_sig``, which cancels the running jobs for arq to run them again). A job cancelled
+    that way is handed back as ``queued``, not failed as on arq's job timeout (workers/tasks.py).
+
+    Installed with asyncio's ``add_signal_handler`` once the loop runs (on start-up), in place of the
+    handler arq installed for the same signals, which this one calls."""
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, _stop, state, arq_handler, signum)
+
+
+def make_startup(settings: Settings, arq_handler: Callable[[signal.Signals], None] | None = None) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         store = ObjectStore(settings.s3)
         await asyncio.to_thread(store.ensure_bucket)
@@ -83,15 +112,20 @@ def make_startup(settings: Settings) -> Any:
             inference=ThreadPoolExecutor(max_workers=engine.plan.lanes, thread_name_prefix="lane"),
         )
         ctx[CTX_KEY] = state
+        if arq_handler is not None:
+            watch_stop_signals(state, arq_handler)
         info = WorkerInfo(
             id=state.id,
             providers=engine.providers,
-            models=[f"centerface-{engine.plan.face_model}", f"platedet-{engine.plan.plate_model}"],
+            models=engine.models,
             started_at=utcnow().isoformat(),
             host=socket.gethostname(),
             rss_bytes=rss_bytes(),
             runtime={**engine.plan.describe(), "max_jobs": effective_max_jobs(settings)},
         )
+        ctx["metrics_server"] = metrics = serve(settings.worker.host, settings.worker.metrics_port)
+        if metrics is not None:  # port 0 picks a free one: the heartbeat tells where to scrape
+            info.runtime["metrics_port"] = metrics.port
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(state, info))
         ctx["engine"] = engine
         # What start-up built (models, clients) lives until exit: keep it out of every GC pass.
@@ -113,6 +147,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             await task
     with contextlib.suppress(Exception):
         await withdraw(state.redis, state.settings.redis.prefix, state.id)
+    metrics = ctx.get("metrics_server")
+    if isinstance(metrics, MetricsServer):
+        await asyncio.to_thread(metrics.close)
     await state.redis.aclose()
     await state.transfer.close()
     state.inference.shutdown(wait=False, cancel_futures=True)
@@ -129,70 +166,14 @@ def effective_max_jobs(settings: Settings) -> int:
     return max(settings.worker.max_jobs, per_lane * chosen.lanes, 2 * chosen.max_batch)
 
 
-class VeilWorker(Worker):
-    """arq's worker with a cheaper claim of each job.
-
-    arq reads job ids from the head of the queue, and a job stays there until it ends, so every poll with a
-    free slot walks past this worker's own running jobs: those ids are known locally and skipped. Every
-    other id is claimed with one script (:mod:`workers.claim`) instead of arq's four-round-trip
-    transaction; what happens after (arq's ``run_job``, its retries and results) is arq's own."""
-
-    _claimer: JobClaimer | None = None
-    _wakeup: QueueWakeup | None = None
-    idle_poll_s = IDLE_POLL_SECONDS
-
-    async def _poll_iteration(self) -> None:
-        # Burst mode (tests, one-off runs) keeps arq's timer: it must notice an empty queue to stop.
-        if not self.burst:
-            if self._wakeup is None:
-                channel = queued_channel(self.queue_name)
-                self._wakeup = QueueWakeup(self.pool, channel, idle_poll_s=self.idle_poll_s)
-                self._wakeup.start()
-            else:
-                await self._wakeup.wait()
-        await super()._poll_iteration()
-
-    def handle_sig(self, signum: signal.Signals) -> None:
-        # arq cancels the running jobs to run them again: tell them it is not its job timeout.
-        state = self.ctx.get(CTX_KEY)
-        if isinstance(state, WorkerContext):
-            state.stopping = True
-        super().handle_sig(signum)
-
-    async def close(self) -> None:
-        if self._wakeup is not None:
-            await self._wakeup.close()
-        await super().close()
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        if self._claimer is None:
-            self._claimer = JobClaimer(self.pool, self.queue_name, int(self.in_progress_timeout_s * 1000))
-        for job_id_b in job_ids:
-            job_id = job_id_b.decode()
-            running = self.tasks.get(job_id)
-            if running is not None and not running.done():
-                continue
-            # From here on as arq's start_jobs: a slot first, then the claim.
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            self.job_counter += 1
-            score = await self._claimer.claim(job_id, timestamp_ms())
-            if score is None:  # running in another worker, finished, or deferred to later
-                self.job_counter -= 1
-                self.sem.release()
-                continue
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            if self._wakeup is not None:  # a slot is free again: look at the queue
-                task.add_done_callback(self._wakeup.poke)
-            self.tasks[job_id] = task
-
-
 def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     w = settings.worker
-    return VeilWorker(
+
+    def handle_sig(signum: signal.Signals) -> None:  # arq's own, once the worker exists
+        worker.handle_sig(signum)
+
+    max_jobs = effective_max_jobs(settings)
+    worker = Worker(
         functions=[
             # No arq result for blur jobs: the job record is their result, and a re-run of a finished job
             # is stopped by it. arq's would keep the whole payload in Redis for an hour per job.
@@ -220,21 +201,24 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         ],
         queue_name=settings.redis.queue_name,
         redis_settings=arq_redis_settings(settings.redis),
-        on_startup=make_startup(settings),
+        on_startup=make_startup(settings, handle_sig),
         on_shutdown=shutdown,
-        max_jobs=effective_max_jobs(settings),
+        max_jobs=max_jobs,
         job_timeout=w.job_timeout_seconds,
         max_tries=w.max_tries,
         keep_result=3600,
-        # Between polls the worker waits on QueueWakeup (woken by new jobs and freed slots); the timer here
-        # only paces burst mode.
-        poll_delay=0.05 if burst else 0,
+        poll_delay=POLL_DELAY_SECONDS,
+        # Ids read per poll, from the queue's head: running jobs stay there until they end (every worker's,
+        # this one's too), so this must exceed the jobs all workers run at once or queued jobs behind them
+        # are not seen. arq's default, spelled out.
+        queue_read_limit=max(max_jobs * 5, 100),
         burst=burst,
         job_serializer=serialize,
         job_deserializer=deserialize,
         health_check_interval=30,
-        handle_signals=True,
+        handle_signals=True,  # arq's handlers, replaced on start-up by watch_stop_signals, which calls them
     )
+    return worker
 
 
 def main() -> None:

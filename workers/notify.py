@@ -26,7 +26,6 @@ from yarl import URL
 from shared.apikeys import ApiKeyStore
 from shared.errors import UpstreamFetchError
 from shared.jobstore import JobStore
-from shared.queue import announce_queued
 from shared.settings import Settings
 from shared.urlguard import UrlAllowlist, check_url, create_guarded_session
 from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, message_id, signed_headers
@@ -47,10 +46,9 @@ def backoff_seconds(attempt: int) -> int:
 async def enqueue_delivery(pool: ArqRedis, job_id: str, callback_url: str, queue_name: str) -> None:
     """Queue one delivery per job (arq's job id makes a repeated enqueue a no-op)."""
     delivery_id = f"webhook:{job_id}"
-    if await pool.enqueue_job(
+    await pool.enqueue_job(
         DELIVER_FUNCTION, job_id, callback_url, _job_id=delivery_id, _queue_name=queue_name
-    ):
-        await announce_queued(pool, queue_name, delivery_id)
+    )
 
 
 async def post_signed(

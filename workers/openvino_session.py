@@ -1,8 +1,8 @@
 """Models on OpenVINO for CPUs with AMX or AVX-512 BF16: CenterFace in int8 by default, bf16 on request.
 
 On those CPUs OpenVINO runs an ONNX model on the matrix units: a float32 model in bfloat16, or an int8
-QDQ model (as :mod:`workers.quantize` writes it) on its int8 kernels. CenterFace at 1280x736 takes about
-90 ms per pass on one core in int8 and 100-125 ms in bf16, against about 300 ms with onnxruntime's
+QDQ model (as :mod:`workers.models.quantize` writes it) on its int8 kernels. CenterFace at 1280x736 takes
+about 90 ms per pass on one core in int8 and 100-125 ms in bf16, against about 300 ms with onnxruntime's
 float32 kernels and 120-140 ms with its int8 ones. The percentile-calibrated int8 model keeps the float
 model's anon_recall on the faces set (docs/accuracy.md). onnxruntime's own OpenVINO provider would
 replace the ``onnxruntime`` package with an older build, so the ``openvino`` runtime is used directly,

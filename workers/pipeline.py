@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -23,10 +23,13 @@ from shared.jobs import BlurOptions, ImageFormat, Target
 from shared.settings import WorkerSettings
 from workers import imageops, metadata, overlays, tiling
 from workers.detectors import faces as faces_mod
+from workers.detectors import fusion
 from workers.detectors import plates as plates_mod
 from workers.detectors.base import BoxF, RawDetection
 from workers.detectors.faces import FaceDetector
+from workers.detectors.plate_text import TextPlateDetector
 from workers.detectors.plates import PlateDetector
+from workers.detectors.retinaface import RetinaFaceDetector
 from workers.imageops import Region
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,15 @@ class DetectionConfig:
     tile_overlap: float = 0.2  # ratio of the tile side
     # Face boxes grow by this (see head_cover) before the request's padding, so the head is covered.
     face_head_margin: float = 0.1
+    # Second sources (used when the Anonymizer has them). Their thresholds are floors: a request's
+    # min_score can raise them, never lower them.
+    retinaface_min_score: float = 0.7
+    retinaface_upscale: float = 2.0
+    # Plates from text: on (every pass), fallback (only passes where platedet found none), off.
+    plate_text: Literal["on", "fallback", "off"] = "on"
+    plate_text_min_score: float = 0.6
+    # Also read the text on platedet's plates (their text is reported, and skip_regexp can match it).
+    plate_text_read_known: bool = True
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> DetectionConfig:
@@ -71,6 +83,10 @@ class DetectionConfig:
             plate_tile_side=settings.plate_tile_side,
             tile_overlap=settings.tile_overlap,
             face_head_margin=settings.face_head_margin,
+            retinaface_min_score=settings.face_retinaface_min_score,
+            retinaface_upscale=settings.face_retinaface_upscale,
+            plate_text=settings.plate_text,
+            plate_text_min_score=settings.plate_text_min_score,
         )
 
 
@@ -83,7 +99,10 @@ class AnonymizeResult:
     height: int
     detections: list[RawDetection]
     regions: list[Region]  # exactly what was blurred; x2/y2 exclusive
-    timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run), blur, encode
+    # decode, detect_faces, detect_plates (when run), blur, encode; with a second source for a class, each
+    # source's own time too (``source.centerface``, ``source.retinaface``, ``source.platedet``,
+    # ``source.text``: parts of detect_faces / detect_plates, not stages of their own).
+    timings_ms: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,11 @@ class Detected:
     image: imageops.DecodedImage
     faces: list[RawDetection]
     plates: list[RawDetection]
-    timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run)
+    timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run), source.* (see above)
+
+
+# Where AnonymizeResult.timings_ms keeps one source's time (part of its class's detect_* stage).
+SOURCE_TIMING = "source."
 
 
 @contextmanager
@@ -103,6 +126,18 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = round((time.perf_counter() - start) * 1000, 2)
+
+
+@contextmanager
+def _added(timings: dict[str, float] | None, source: str) -> Iterator[None]:
+    """Adds the block's time to ``timings["source.<source>"]`` (a source runs once per pass)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            key = SOURCE_TIMING + source
+            timings[key] = round(timings.get(key, 0.0) + (time.perf_counter() - start) * 1000, 2)
 
 
 def plate_cover(detection: RawDetection) -> BoxF:
@@ -135,61 +170,132 @@ def _sane(detections: list[RawDetection]) -> bool:
 
 
 class Anonymizer:
-    """Holds both detectors; :meth:`run` is safe to call from one thread at a time per instance."""
+    """Holds the detectors; :meth:`run` is safe to call from one thread at a time per instance.
+
+    Faces: CenterFace, plus RetinaFace when ``retinaface`` is given. Plates: platedet (``plates``; None in
+    the ``permissive`` profile), plus plates from their text when ``plate_text`` is given. Each class is
+    the union of its sources (:mod:`workers.detectors.fusion`); every detection records its ``sources``.
+    """
 
     def __init__(
         self,
         faces: FaceDetector,
-        plates: PlateDetector,
+        plates: PlateDetector | None,
         providers: list[str] | None = None,
         config: DetectionConfig | None = None,
+        *,
+        retinaface: RetinaFaceDetector | None = None,
+        plate_text: TextPlateDetector | None = None,
     ) -> None:
+        config = config if config is not None else DetectionConfig()
+        if plates is None and (plate_text is None or config.plate_text == "off"):
+            raise ValueError("no plate detector: give platedet or plates from text (plate_text on)")
         self.faces = faces
         self.plates = plates
+        self.retinaface = retinaface
+        self.plate_text = plate_text if config.plate_text != "off" else None
         self.providers: list[str] = providers if providers is not None else ["CPUExecutionProvider"]
-        self.config = config if config is not None else DetectionConfig()
+        self.config = config
+
+    @property
+    def sources(self) -> dict[str, list[str]]:
+        """The detectors each class is found with, in the order they run."""
+        return {
+            "face": ["centerface", *(["retinaface"] if self.retinaface is not None else [])],
+            "plate": [
+                *(["platedet"] if self.plates is not None else []),
+                *(["text"] if self.plate_text is not None else []),
+            ],
+        }
 
     def warm_up(self) -> None:
         """Run each model once so the first job does not pay for allocations and kernel selection."""
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
         self.faces.detect(image, self.config.face_min_score, faces_mod.DEFAULT_MAX_SIDE)
-        self.plates.detect(image, self.config.plate_min_score)
+        if self.retinaface is not None:
+            self.retinaface.detect(image, self.config.retinaface_min_score, faces_mod.DEFAULT_MAX_SIDE)
+        if self.plates is not None:
+            self.plates.detect(image, self.config.plate_min_score)
+        if self.plate_text is not None:
+            # Random pixels hold no text: read one crop too, so the recogniser is warm as well.
+            self.plate_text.detect(image, 0.0)
+            if self.plate_text.recognizer is not None:
+                self.plate_text.recognizer.read([image[:48, :160]])
 
     def detect_faces(
-        self, rgb: npt.NDArray[np.uint8], min_score: float, max_side: int, expired: Expired | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        min_score: float,
+        max_side: int,
+        expired: Expired | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[RawDetection]:
-        """The whole image (zoomed up to ``face_upscale``), plus native-resolution tiles for large images."""
+        """CenterFace on the whole image (zoomed up to ``face_upscale``), plus native-resolution tiles for
+        large images; with RetinaFace, its faces on the whole image (zoomed up to ``retinaface_upscale``,
+        at a score of at least ``retinaface_min_score``) fused in."""
         cfg = self.config
         check = _deadline_check(expired)
         check()
-        found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
-        height, width = rgb.shape[:2]
-        if cfg.face_tiles and max(height, width) > max_side:
-            tiles = tiling.tile_grid(width, height, max_side, round(max_side * cfg.tile_overlap))
-            found += tiling.detect_tiled(
-                rgb, _checked(check, lambda crop: self.faces.detect(crop, min_score, max_side)), tiles
-            )
-            found = tiling.merge(found, faces_mod.NMS_IOU)
-        return found
+        second = self.retinaface is not None
+        with _added(timings if second else None, "centerface"):
+            found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
+            height, width = rgb.shape[:2]
+            if cfg.face_tiles and max(height, width) > max_side:
+                tiles = tiling.tile_grid(width, height, max_side, round(max_side * cfg.tile_overlap))
+                found += tiling.detect_tiled(
+                    rgb, _checked(check, lambda crop: self.faces.detect(crop, min_score, max_side)), tiles
+                )
+                found = tiling.merge(found, faces_mod.NMS_IOU)
+        sources: list[tuple[str, list[RawDetection]]] = [("centerface", found)]
+        if self.retinaface is not None:
+            check()
+            with _added(timings, "retinaface"):
+                score = max(min_score, cfg.retinaface_min_score)
+                extra = self.retinaface.detect(rgb, score, max_side, upscale=cfg.retinaface_upscale)
+            sources.append(("retinaface", extra))
+        return fusion.fuse(sources, fusion.FACE_MATCH)
 
     def detect_plates(
-        self, rgb: npt.NDArray[np.uint8], min_score: float, expired: Expired | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        min_score: float,
+        expired: Expired | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[RawDetection]:
-        """The whole image, plus overlapping tiles of ``plate_tile_side`` pixels for larger images."""
+        """platedet on the whole image, plus overlapping tiles of ``plate_tile_side`` pixels for larger
+        images; with plates from text, those (at a detector score of at least ``plate_text_min_score``)
+        fused in: platedet's plates are passed as known, so text on them only adds its reading."""
         cfg = self.config
         check = _deadline_check(expired)
         check()
-        found = self.plates.detect(rgb, min_score)
-        height, width = rgb.shape[:2]
-        side = cfg.plate_tile_side
-        if cfg.plate_tiles and max(height, width) > side:
-            tiles = tiling.tile_grid(width, height, side, round(side * cfg.tile_overlap))
-            found += tiling.detect_tiled(
-                rgb, _checked(check, lambda crop: self.plates.detect(crop, min_score)), tiles
-            )
-            found = tiling.merge(found, plates_mod.NMS_IOU)
-        return found
+        second = self.plates is not None and self.plate_text is not None
+        found: list[RawDetection] = []
+        if self.plates is not None:
+            plates = self.plates
+            with _added(timings if second else None, "platedet"):
+                found = plates.detect(rgb, min_score)
+                height, width = rgb.shape[:2]
+                side = cfg.plate_tile_side
+                if cfg.plate_tiles and max(height, width) > side:
+                    tiles = tiling.tile_grid(width, height, side, round(side * cfg.tile_overlap))
+                    found += tiling.detect_tiled(
+                        rgb, _checked(check, lambda crop: plates.detect(crop, min_score)), tiles
+                    )
+                    found = tiling.merge(found, plates_mod.NMS_IOU)
+        sources: list[tuple[str, list[RawDetection]]] = [("platedet", found)]
+        text = self.plate_text
+        if text is not None and (cfg.plate_text == "on" or not found):
+            check()
+            with _added(timings if second else None, "text"):
+                extra = text.detect(
+                    rgb,
+                    max(min_score, cfg.plate_text_min_score),
+                    known=[plate_cover(d) for d in found],
+                    read_known=cfg.plate_text_read_known,
+                )
+            sources.append(("text", list(extra)))
+        return fusion.fuse(sources, fusion.PLATE_MATCH)
 
     def detect(
         self,
@@ -230,19 +336,23 @@ class Anonymizer:
 
         faces: list[RawDetection] = []
         plates: list[RawDetection] = []
+        sources_ms: dict[str, float] = {}
         if Target.FACES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.face_min_score
             side = options.face_max_side or face_max_side
             with _timed(timings, "detect_faces"):
                 faces = search(
-                    "face", lambda px: self.detect_faces(px, score, side, expired), faces_mod.NMS_IOU
+                    "face",
+                    lambda px: self.detect_faces(px, score, side, expired, sources_ms),
+                    faces_mod.NMS_IOU,
                 )
         if Target.PLATES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.plate_min_score
             with _timed(timings, "detect_plates"):
                 plates = search(
-                    "plate", lambda px: self.detect_plates(px, score, expired), plates_mod.NMS_IOU
+                    "plate", lambda px: self.detect_plates(px, score, expired, sources_ms), plates_mod.NMS_IOU
                 )
+        timings.update(sources_ms)
         return Detected(image=image, faces=faces, plates=plates, timings_ms=timings)
 
     def run(
@@ -265,19 +375,22 @@ class Anonymizer:
             data, options, max_pixels=max_pixels, face_max_side=face_max_side, expired=expired
         )
         image, faces, plates, timings = found.image, found.faces, found.plates, found.timings_ms
+        # Plates whose read text matches the job's skip_regexp are reported (skipped) but left alone.
+        plates = fusion.skip_matching(plates, options.skip_patterns())
+        hidden = [det for det in plates if not det.skipped]
 
         try:
             check()
             with _timed(timings, "blur"):
                 margin = self.config.face_head_margin
                 face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
-                plate_regions = self._regions([plate_cover(d) for d in plates], options, image)
+                plate_regions = self._regions([plate_cover(d) for d in hidden], options, image)
                 blurs = _blurs(face_regions, options.face_strength, options.blur)
                 blurs += _blurs(plate_regions, options.plate_strength, options.blur)
                 pixels = imageops.blur_each(image.pixels, blurs) if blurs else image.pixels
                 blurred = [region for region, _ in blurs]
-                if logo_bgra is not None and plates:
-                    for det in plates:
+                if logo_bgra is not None and hidden:
+                    for det in hidden:
                         pixels = overlays.warp_logo(pixels, logo_bgra, det.polygon or _corners(det.box))
                     # The logo changed pixels inside the plates' regions, blurred or not.
                     blurred.extend(region for region in plate_regions if region not in blurred)

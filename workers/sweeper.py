@@ -7,11 +7,12 @@ end), which arq drops after its last try without calling the task again, so its 
 (``JobStore.start``: a sorted set scored by a deadline, arq's job timeout plus a margin); every
 ``sweep_interval_seconds`` one worker (an arq cron job, unique) looks at the jobs past their deadline:
 
-* arq's queue still holds the job (queued for a retry, or running: a crashed worker's job waits there for
-  arq to run it again): its deadline moves on, and it is looked at again then;
+* arq still holds the job (``arq.jobs.Job.status``: queued, deferred for a retry, or in progress; a
+  crashed worker's job waits in arq's queue for arq to run it again): its deadline moves on, and it is
+  looked at again then;
 * otherwise the job is failed (``JOB_TIMEOUT``) in one conditional step, so a run that ends it meanwhile
-  wins, and its original, results and bulk copy are queued for deletion; its webhook is queued as for any
-  failure.
+  wins, and its original, facade logo, results and bulk copy are queued for deletion; its webhook is
+  queued as for any failure.
 
 Then it deletes the objects whose deletion is due (``JobStore`` keeps them in a sorted set): those the
 store could not delete when their job ended, and a failed job's results. A delete the store does not
@@ -32,8 +33,10 @@ from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.jobs import Job
+from arq.jobs import JobStatus as ArqStatus
 
-from shared.jobs import ImageFormat, JobError, JobStatus, ObjectRef, utcnow
+from shared.jobs import BlurOptions, ImageFormat, JobError, JobStatus, ObjectRef, utcnow
 from shared.jobstore import RunningJob
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -50,6 +53,11 @@ DELETE_SECONDS = 5.0  # one delete, at most; longer: left for the next round
 SETTLE_SECONDS = 2.0  # the sweeper counts a delete as done only if confirmed this fast
 BATCH = 500  # jobs, and deletions, per round
 DELETE_CHUNK = 32  # deletions in flight at once
+LOGO_PREFIX = "logo-"  # facades' logos: <uploads prefix>logo-<hex> (gateway/routes/platerecognizer.py)
+# What arq still holds: it will run the job (again), so the sweeper leaves it. ``not_found`` (gone from
+# arq's queue: it finished, arq dropped it after its last try, or it expired) and ``complete`` (a result
+# kept) mean no run of it is coming.
+ARQ_HOLDS = frozenset({ArqStatus.queued, ArqStatus.deferred, ArqStatus.in_progress})
 
 
 def job_deadline(settings: Settings, extra: float = 0.0, *, now: float | None = None) -> float:
@@ -63,6 +71,16 @@ def result_objects(store: ObjectStore, job_id: str) -> list[ObjectRef]:
     return [
         ObjectRef(bucket=store.bucket, key=store.result_key(job_id, fmt.extension)) for fmt in ImageFormat
     ]
+
+
+def logo_objects(store: ObjectStore, options: BlurOptions) -> list[ObjectRef]:
+    """A facade's logo for the job (``options.logo_key``: Plate Recognizer's ``logo``, stored by the gateway
+    under the uploads prefix), deleted when the job ends like its original. Only a key the gateway could
+    have written is named: never an arbitrary object a payload points at."""
+    key = options.logo_key
+    if key is None or not key.startswith(store.settings.uploads_prefix + LOGO_PREFIX):
+        return []
+    return [ObjectRef(bucket=store.bucket, key=key)]
 
 
 async def delete_objects(
@@ -116,6 +134,10 @@ async def _fail_abandoned(state: WorkerContext, queue: ArqRedis, now: float) -> 
         if record is None or record.status.finished:  # its record expired, or it ended after all
             await jobs.forget(job_id)
             continue
+        held = await Job(job_id, queue, _queue_name=settings.redis.queue_name).status()
+        if held in ARQ_HOLDS:  # a run is coming or going on: look again a job timeout later
+            await jobs.postpone(job_id, job_deadline(settings, now=now))
+            continue
         running = await jobs.running(job_id) or RunningJob()
         record.status = JobStatus.FAILED
         record.error = JobError(
@@ -129,15 +151,11 @@ async def _fail_abandoned(state: WorkerContext, queue: ArqRedis, now: float) -> 
             *([running.original] if running.original else []),
             *result_objects(state.store, job_id),
             *([running.output] if running.output else []),
+            *logo_objects(state.store, record.options),
         ]
-        outcome = await jobs.fail_abandoned(
-            record,
-            queue_name=settings.redis.queue_name,
-            now=now,
-            look_again_at=job_deadline(settings, now=now),
-            delete=delete,
-        )
-        if outcome != "ok":  # arq still holds it, a run moved it on, or it ended meanwhile
+        # A run that ends it meanwhile, or moves its deadline on, wins: the write is conditional.
+        outcome = await jobs.fail_abandoned(record, now=now, delete=delete)
+        if outcome != "ok":  # a run moved it on, or it ended meanwhile
             continue
         failed += 1
         log.warning(

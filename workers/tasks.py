@@ -4,9 +4,11 @@ Every exit path leaves the job in a final state, or hands it back to arq for a r
 arq's job timeout too, which cancels the task (the record is written failed, ``JOB_TIMEOUT``, shielded from
 the cancellation and bounded in time, before the cancellation goes on). No un-blurred byte is ever written
 under the results prefix (the result is written only after detection and blurring succeeded on the whole
-image), and a job that failed keeps no result. The original is deleted when the job ends; deletions the
-store refuses stay in Redis for the sweeper (``workers/sweeper.py``), which also fails the jobs no run will
-finish (every run crashed, or the worker died while recording the end).
+image), and a job that failed keeps no result. The original (and a facade's logo) is deleted when the job
+ends; deletions the store refuses stay in Redis for the sweeper (``workers/sweeper.py``), which also fails
+the jobs no run will finish (every run crashed, or the worker died while recording the end). A payload that
+names anything in Veil's bucket but the job's own upload, or a non-canonical key, fails unread
+(``VALIDATION_ERROR``) and none of its objects is deleted.
 
 Record writes are conditional (:meth:`shared.jobstore.JobStore.start` / ``finish``): a run that ends after
 its job was ended elsewhere (by the sweeper, or by a duplicate run) writes nothing, and takes back the
@@ -47,10 +49,12 @@ from shared.jobs import (
     utcnow,
 )
 from shared.jobstore import RunningJob
+from shared.objectkeys import check_key
+from workers import metrics
 from workers.context import WorkerContext, worker_context
 from workers.notify import enqueue_delivery
 from workers.pipeline import AnonymizeResult
-from workers.sweeper import JOB_TIMEOUT_CODE, delete_objects, job_deadline, result_objects
+from workers.sweeper import JOB_TIMEOUT_CODE, delete_objects, job_deadline, logo_objects, result_objects
 
 T = TypeVar("T")
 
@@ -72,6 +76,10 @@ def _to_detections(result: AnonymizeResult) -> list[Detection]:
                     "score": round(float(det.score), 4),
                     "box": [round(v) for v in det.box],
                     "polygon": polygon,
+                    "sources": list(det.sources),
+                    "text": det.text,
+                    "text_score": None if det.text_score is None else round(float(det.text_score), 4),
+                    "skipped": det.skipped,
                 }
             )
         )
@@ -111,7 +119,9 @@ async def _end(
     record.finished_at = utcnow()
     succeeded = record.status is JobStatus.SUCCEEDED
     settings = state.settings
+    # The original, and a facade's logo (the facade deletes it too, unless it stopped waiting for the job).
     original = [request.source] if request.delete_source else []
+    original += logo_objects(state.store, request.options)
     taken_back: list[ObjectRef] = []
     if not succeeded:
         taken_back = list(writes)
@@ -136,6 +146,7 @@ async def _end(
             await state.jobs.deleted(await delete_objects(state, [r for r in refs if writes[r]]))
         log.warning("job %s was already %s; this run's outcome is dropped", request.id, ended.value)
         return {"status": ended.value, "repeat": True}
+    metrics.observe_job(record)  # the record is final: count the job once, here
 
     # Now: the original, and what this run is known to have written. The rest waits for the sweeper.
     at_once = [*original, *(ref for ref in taken_back if writes.get(ref))]
@@ -152,6 +163,32 @@ async def _end(
     else:
         log.info("job %s %s: %d detections", request.id, record.status.value, len(record.detections))
     return {"status": record.status.value}
+
+
+def _refusal(state: WorkerContext, request: JobRequest) -> str | None:
+    """Why this payload's objects must not be touched, or None. The gateway only ever queues its own upload
+    (``uploads/<job id>`` in Veil's bucket, deleted when the job ends) or a canonical key in a bucket of
+    the client's (never deleted); bulk copies go to a client's bucket. Anything else (another job's upload
+    or result, a key the store would normalise into another object) is refused before it is read."""
+    store = state.store
+    own_upload = ObjectRef(bucket=store.bucket, key=store.upload_key(request.id))
+    keys = [("source.key", request.source.key)]
+    if request.output is not None:
+        keys.append(("output.key", request.output.key))
+    if request.options.logo_key is not None:
+        keys.append(("logo_key", request.options.logo_key))
+    try:
+        for field, key in keys:
+            check_key(key, field)
+    except ValidationError as exc:
+        return exc.message
+    if request.source.bucket == store.bucket and request.source != own_upload:
+        return "the source is in Veil's own bucket but is not this job's upload"
+    if request.delete_source and request.source != own_upload:
+        return "only the job's own upload is deleted when it ends"
+    if request.output is not None and request.output.bucket == store.bucket:
+        return "a blurred copy is never written into Veil's own bucket"
+    return None
 
 
 async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None:
@@ -224,8 +261,6 @@ async def _process(
         )
     except NotFoundError as exc:
         raise ValidationError("the uploaded image is no longer in the store", code="SOURCE_MISSING") from exc
-    except ValueError as exc:
-        raise ValidationError(str(exc), code="PAYLOAD_TOO_LARGE") from exc
     logo = await _fetch_logo(state, request)
     fetch_ms = (time.perf_counter() - t0) * 1000
 
@@ -301,6 +336,7 @@ async def _end_cancelled(
     await _end(ctx, state, request, record, writes)
 
 
+@metrics.in_flight
 async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     state = worker_context(ctx)
     try:
@@ -312,6 +348,20 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     record = await _load_record(state, request)
     if record.status.finished:
         return {"status": record.status.value, "repeat": True}
+
+    refusal = _refusal(state, request)
+    if refusal is not None:  # not what the gateway queues: fail it unread, and delete none of its objects
+        log.warning("job %s refused: %s", request.id, refusal)
+        record.attempts += 1
+        _fail(record, "VALIDATION_ERROR", f"refused: {refusal}")
+        untouched = request.model_copy(
+            update={
+                "delete_source": False,
+                "output": None,
+                "options": request.options.model_copy(update={"logo_key": None}),
+            }
+        )
+        return await _end(ctx, state, untouched, record, {})
 
     record.status = JobStatus.RUNNING
     record.started_at = record.started_at or utcnow()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from workers.detectors.base import RawDetection
+from workers.detectors.fusion import combined
 
 Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in image pixels, x2/y2 exclusive
 
@@ -44,7 +46,7 @@ def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
 def shift(detection: RawDetection, dx: float, dy: float) -> RawDetection:
     x1, y1, x2, y2 = detection.box
     polygon = tuple((px + dx, py + dy) for px, py in detection.polygon) if detection.polygon else None
-    return RawDetection(detection.label, detection.score, (x1 + dx, y1 + dy, x2 + dx, y2 + dy), polygon)
+    return replace(detection, box=(x1 + dx, y1 + dy, x2 + dx, y2 + dy), polygon=polygon)
 
 
 def _overlaps(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -76,7 +78,8 @@ def merge(detections: Sequence[RawDetection], iou: float, contain: float = 0.8) 
                 x1, y1, x2, y2 = best.box
                 a1, b1, a2, b2 = det.box
                 grown = (min(x1, a1), min(y1, b1), max(x2, a2), max(y2, b2))
-                kept[k] = RawDetection(best.label, best.score, grown, best.polygon)
+                # Its sources and read text join the kept one's; the kept polygon stays.
+                kept[k] = replace(combined(best, det, grown), score=best.score, polygon=best.polygon)
                 break
         else:
             kept.append(det)

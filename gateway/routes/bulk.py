@@ -31,7 +31,6 @@ from shared.bulk import (
 )
 from shared.errors import NotFoundError, ValidationError
 from shared.objectkeys import check_prefix, is_folder
-from shared.queue import announce_queued
 from shared.settings import Settings
 
 routes = web.RouteTableDef()
@@ -120,8 +119,7 @@ async def create_bulk(request: web.Request) -> web.Response:
     with redis_errors("queue the bulk job"):
         await BulkStore(pool, settings.redis.prefix).put(record)
         expand_id, queue_name = f"bulk:{record.id}", settings.redis.queue_name
-        if await pool.enqueue_job(EXPAND_FUNCTION, record.id, _job_id=expand_id, _queue_name=queue_name):
-            await announce_queued(pool, queue_name, expand_id)
+        await pool.enqueue_job(EXPAND_FUNCTION, record.id, _job_id=expand_id, _queue_name=queue_name)
     location = bulk_path(record.id)
     return json_response(
         {"id": record.id, "status": record.status.value, "links": {"self": location}},

@@ -53,7 +53,9 @@ async def readyz(request: web.Request) -> web.Response:
         workers = await ready_workers(redis, prefix)
         if not workers:
             raise RuntimeError("no worker with loaded models has announced itself")
-        return {"count": len(workers)}
+        # Which weights the ready workers run (the `models` profile shows here: platedet or not).
+        models = sorted({model for worker in workers for model in worker.models})
+        return {"count": len(workers), "models": models}
 
     redis_result, store_result, workers_result = await asyncio.gather(
         _check(redis_probe()), _check(store_probe()), _check(workers_probe())

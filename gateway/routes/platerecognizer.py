@@ -6,8 +6,10 @@ Parameters map onto :class:`BlurOptions`: ``faces`` / ``plates`` intensities (0 
 1..10), ``logo`` (a file), exclusion margins ``et/el/eb/er`` and box ``xmin/ymin/xmax/ymax``, ``split`` +
 ``overlap``, ``copy_metadata``, ``face_max_resolution``. ``camera_id``, ``snapshot_filename``,
 ``regions`` and ``config`` are accepted (``snapshot_filename`` names the returned file). ``skip_regexp``
-needs plate reading, which Veil does not do: 400. Errors are ``{"error": "..."}``: 400, 403 for a
-missing or wrong token, 413; 503 (with ``job_id``) when the job did not finish in time.
+(repeatable): plates whose read text fully matches one are left unblurred (``BlurOptions.skip_regexp``);
+``plates[].result`` carries Snapshot's ``plate`` / ``score`` / ``candidates`` where the plate was read.
+Errors are ``{"error": "..."}``: 400, 403 for a missing or wrong token, 413; 503 (with ``job_id``) when the
+job did not finish in time.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from gateway.requestid import request_id_middleware
 from gateway.responses import json_response
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from shared.errors import PermanentError, UnauthorizedError, ValidationError
-from shared.jobs import BlurOptions, Detection, Exclusion, JobRecord
+from shared.jobs import BlurOptions, Detection, Exclusion, JobRecord, check_skip_patterns, plate_key
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +120,10 @@ def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions,
     unknown = sorted((set(form.values) | set(form.files)) - ACCEPTED_FIELDS)
     if unknown:
         raise ValidationError(f"unknown parameter {', '.join(unknown)}")
-    if "skip_regexp" in form.values:
-        raise ValidationError(
-            "skip_regexp is not supported: it needs plate reading (OCR), which this server does not do"
-        )
+    try:
+        skip = check_skip_patterns([value for value in form.values.get("skip_regexp", []) if value])
+    except ValueError as exc:
+        raise ValidationError(f"skip_regexp: {exc}") from exc
     strengths = {
         name: parse_int(name, raw, 0, 10)
         for name in INTENSITY_FIELDS
@@ -169,6 +171,7 @@ def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions,
         split_overlap=overlap,
         keep_metadata=keep_metadata,
         face_max_side=face_max_side,
+        skip_regexp=skip,
     )
     return options, any(value > 0 for value in strengths.values())
 
@@ -195,6 +198,18 @@ def plate_polygon(det: Detection) -> list[list[float]]:
     return [[float(x), float(y)] for x, y in ordered]
 
 
+def plate_result(det: Detection) -> dict[str, object]:
+    """Snapshot's result for a plate: ``box`` and ``dscore`` (the detection's), and where its text was read
+    ``plate`` (lower case, letters and digits, as Snapshot writes it), ``score`` (the reading's) and
+    ``candidates`` (that one reading). Unread plates have no ``plate``: the vendor documents ``{}`` too."""
+    result: dict[str, object] = {"box": _box(det.box), "dscore": det.score}
+    plate = plate_key(det.text) if det.text else ""
+    if plate:
+        score = det.text_score if det.text_score is not None else 0.0
+        result.update(plate=plate, score=score, candidates=[{"plate": plate, "score": score}])
+    return result
+
+
 def blur_response(
     record: JobRecord, image: bytes | None, filename: str, exclusion: Exclusion | None
 ) -> dict[str, object]:
@@ -206,9 +221,7 @@ def blur_response(
     ]
     faces = [{"box": _box(det.box), "score": det.score} for det in kept if det.class_ == "face"]
     plates = [
-        {"polygon": plate_polygon(det), "result": {"box": _box(det.box), "dscore": det.score}}
-        for det in kept
-        if det.class_ == "plate"
+        {"polygon": plate_polygon(det), "result": plate_result(det)} for det in kept if det.class_ == "plate"
     ]
     blur: dict[str, object] | None = None
     if image is not None:

@@ -93,7 +93,10 @@ def test_eval_faces_with_curve_and_text_output(live_stack: LiveStack, tmp_path: 
     assert list(out["subsets"]) == ["dlib"]
     curve = {row["threshold"]: row for row in out["curve"]}
     assert curve[0.1]["anon_recall"] == 1.0
-    assert curve[0.99]["det_recall@0.3"] == 0.0  # no face scores that high: the curve drops to nothing
+    # Never rising with the threshold. (RetinaFace scores the astronaut ~0.999, and a face found by both
+    # sources keeps the better score, so it may well stay at 0.99.)
+    recalls = [curve[t]["det_recall@0.3"] for t in (0.1, 0.5, 0.99)]
+    assert recalls == sorted(recalls, reverse=True)
 
     text = CliRunner().invoke(
         main,

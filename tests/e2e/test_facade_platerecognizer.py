@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import cv2
@@ -99,3 +100,42 @@ async def test_logo_lands_on_the_plate_and_exclusions_hide_detections(live_stack
             excluded = await r.json()
             assert r.status == 200, excluded
     assert excluded["plates"] == []
+
+
+async def _blur(http: aiohttp.ClientSession, api_key: str, *skip: str) -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("upload", PLATE_JPEG, filename="car.jpg", content_type="image/jpeg")
+    form.add_field("plates", "10")
+    for pattern in skip:  # repeatable, as the vendor documents it
+        form.add_field("skip_regexp", pattern)
+    async with http.post("/v1/blur", data=form, headers={"Authorization": f"Token {api_key}"}) as r:
+        result: dict[str, Any] = await r.json()
+        assert r.status == 200, result
+    return result
+
+
+def _plate_change(result: dict[str, Any]) -> float:
+    """Mean absolute difference between the returned image and the input over the plate."""
+    blurred = cv2.imdecode(np.frombuffer(base64.b64decode(result["blur"]["base64"]), np.uint8), 1)
+    original = cv2.imdecode(np.frombuffer(PLATE_JPEG, np.uint8), 1)
+    assert blurred is not None and original is not None
+    x1, y1, x2, y2 = PLATE_BOX
+    diff = np.abs(blurred[y1:y2, x1:x2].astype(int) - original[y1:y2, x1:x2].astype(int))
+    return float(diff.mean())
+
+
+async def test_skip_regexp_leaves_the_matching_plate_alone_and_result_reads_it(live_stack: LiveStack) -> None:
+    """The scene's plate reads BRA2E19 (tests/images.py renders it): a pattern that fully matches the read
+    plate leaves it unblurred; others (or a prefix) do not."""
+    async with aiohttp.ClientSession(live_stack.url) as http:
+        skipped = await _blur(http, live_stack.api_key, "zz\\d+", "BRA\\d[a-z]\\d+")
+        blurred = await _blur(http, live_stack.api_key, "bra")  # a prefix: not a full match
+    (plate,) = skipped["plates"]
+    result = plate["result"]
+    assert result["plate"] == "bra2e19"
+    assert 0.5 < result["score"] <= 1.0
+    assert result["candidates"] == [{"plate": "bra2e19", "score": result["score"]}]
+    assert set(result) >= {"box", "dscore"}
+    assert _plate_change(skipped) < 4  # only JPEG's re-encoding
+    assert blurred["plates"][0]["result"]["plate"] == "bra2e19"
+    assert _plate_change(blurred) > 10

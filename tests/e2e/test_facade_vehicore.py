@@ -40,7 +40,8 @@ async def test_plates_mixed_and_faces_image(live_stack: LiveStack) -> None:
         assert meta["mode"] == "plates" and meta["faces"] == 0 and meta["plates"] >= 1
         assert meta["params"] == {"padding": 0.2, "shrink": 0.0, "blur": 40.0}
         box = meta["detections"][0]["box"]
-        assert all(abs(got - want) < 15 for got, want in zip(box, PLATE_BOX, strict=True))
+        # The box covers both plate sources (platedet's plate and the text line grown for blurring).
+        assert all(abs(got - want) < 25 for got, want in zip(box, PLATE_BOX, strict=True))
         with Image.open(io.BytesIO(bytes(image))) as blurred:
             assert blurred.size == (1280, 960)
 

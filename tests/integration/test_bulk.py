@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import Job
+from arq.jobs import JobStatus as ArqStatus
 from redis.asyncio import Redis
 
 from shared.bulk import BulkStatus, BulkStore, child_job_id
@@ -54,13 +56,17 @@ async def pool(settings: Settings) -> Any:
     await arq.aclose()
 
 
+async def _arq_status(pool: ArqRedis, settings: Settings, job_id: str) -> ArqStatus:
+    return await Job(job_id, pool, _queue_name=settings.redis.queue_name).status()
+
+
 def _ctx(settings: Settings, store: ObjectStore, redis: Redis, pool: ArqRedis) -> dict[str, Any]:
     state = WorkerContext(
         id="bulk-test",
         settings=settings,
         redis=redis,
         store=store,
-        transfer=ObjectTransfer(store, None),  # boto3 in a thread: no session to close
+        transfer=ObjectTransfer(store),
         jobs=JobStore(redis, settings.redis.prefix),
         anonymizer=None,  # type: ignore[arg-type]  # expand_bulk never runs detection
         inference=ThreadPoolExecutor(1),
@@ -123,7 +129,7 @@ async def test_bulk_lists_probes_and_queues_children(
     assert response.status == 202, created
     assert response.headers["Location"] == f"/v1/bulk/{created['id']}"
     assert created["status"] == "listing"
-    assert await pool.zscore(settings.redis.queue_name, f"bulk:{created['id']}") is not None
+    assert await _arq_status(pool, settings, f"bulk:{created['id']}") is ArqStatus.queued
 
     ctx = _ctx(settings, store, redis, pool)
     outcome = await expand_bulk(ctx, created["id"])
@@ -144,15 +150,14 @@ async def test_bulk_lists_probes_and_queues_children(
     assert (await broken.json())["input"] is None  # never read: no size or format made up
     # The child that failed at listing time is still announced to the webhook receiver.
     broken_id = by_key["broken.jpg"]["id"]
-    assert await pool.zscore(settings.redis.queue_name, f"webhook:{broken_id}") is not None
+    assert await _arq_status(pool, settings, f"webhook:{broken_id}") is ArqStatus.queued
 
     # Each child is an ordinary job: queued with the probed size, the original kept, the output named.
     child_id = child_job_id(created["id"], user_prefix + "sub/c.png")
-    assert await pool.zscore(settings.redis.queue_name, child_id) is not None
-    raw = await pool.get(f"arq:job:{child_id}")
-    assert raw is not None
-    payload = deserialize(raw)
-    request = JobRequest.model_validate(payload["a"][0])
+    assert await _arq_status(pool, settings, child_id) is ArqStatus.queued
+    info = await Job(child_id, pool, _queue_name=settings.redis.queue_name, _deserializer=deserialize).info()
+    assert info is not None
+    request = JobRequest.model_validate(info.args[0])
     assert (request.input.width, request.input.height) == (20, 10)
     assert request.delete_source is False
     assert request.output is not None
@@ -197,7 +202,7 @@ async def test_bulk_lists_in_pages_each_its_own_job(
     assert [outcome["status"] for outcome in outcomes] == ["listing", "listing", "running"]
     assert await expand_bulk(ctx, bulk_id, 1) == {"status": "nothing to do"}  # a page delivered twice
     for page in (1, 2):
-        assert await pool.zscore(settings.redis.queue_name, f"bulk:{bulk_id}:{page}") is not None
+        assert await _arq_status(pool, settings, f"bulk:{bulk_id}:{page}") is ArqStatus.queued
     record = await BulkStore(redis, settings.redis.prefix).get(bulk_id)
     assert record is not None
     assert (record.total, record.skipped, record.listed) == (4, 1, 5)
@@ -246,8 +251,8 @@ async def test_bulk_waits_while_the_queue_is_half_full(
     ctx = _ctx(limited, store, redis, pool)
     outcome = await expand_bulk(ctx, created["id"])
     assert outcome == {"status": "waiting for room in the queue", "queued": 3}
-    waiting = await pool.zscore(queue, f"bulk:{created['id']}:wait1")
-    assert waiting is not None and waiting > (await pool.time())[0] * 1000  # deferred, not due yet
+    waiting = Job(f"bulk:{created['id']}:wait1", pool, _queue_name=queue)
+    assert await waiting.status() is ArqStatus.deferred  # not due yet
     record = await BulkStore(redis, settings.redis.prefix).get(created["id"])
     assert record is not None and (record.status, record.total) == (BulkStatus.LISTING, 0)
 

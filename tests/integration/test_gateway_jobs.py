@@ -10,10 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
-import orjson
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestServer
+from arq.jobs import Job
+from arq.jobs import JobStatus as ArqStatus
 from PIL import Image
 from redis.asyncio import Redis
 
@@ -34,6 +35,7 @@ from shared.jobs import (
     utcnow,
 )
 from shared.jobstore import JobStore
+from shared.queue import deserialize
 from shared.readiness import WorkerInfo, announce
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -91,13 +93,12 @@ async def accepted(response: Any) -> str:
 
 
 async def queued_payload(redis: Redis, settings: Settings, job_id: str) -> dict[str, Any]:
-    """The arq job in the queue: its id in the queue's sorted set, its JSON payload under arq:job:<id>."""
-    assert await redis.zscore(settings.redis.queue_name, job_id) is not None
-    raw = await redis.get(f"arq:job:{job_id}")
-    assert raw is not None
-    payload: dict[str, Any] = orjson.loads(raw)
-    assert payload["f"] == "anonymize"
-    request: dict[str, Any] = payload["a"][0]
+    """The arq job in the queue, read back through arq (``arq.jobs.Job``): queued, with the request."""
+    job = Job(job_id, redis, _queue_name=settings.redis.queue_name, _deserializer=deserialize)
+    assert await job.status() is ArqStatus.queued
+    info = await job.info()
+    assert info is not None and info.function == "anonymize"
+    request: dict[str, Any] = info.args[0]
     return request
 
 
@@ -663,7 +664,7 @@ async def test_readyz_needs_a_worker(
     body = await response.json()
     assert response.status == 200, body
     assert body["status"] == "ready"
-    assert body["checks"]["workers"] == {"ok": True, "count": 1}
+    assert body["checks"]["workers"] == {"ok": True, "count": 1, "models": ["faces"]}
 
 
 async def test_redis_down_is_503(

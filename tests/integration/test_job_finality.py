@@ -6,6 +6,8 @@ Redis and retried). Real Redis and SeaweedFS; the detectors are stand-ins (Runne
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import uuid
@@ -17,17 +19,27 @@ import cv2
 import numpy as np
 import pytest
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
+from arq.jobs import Job
+from arq.jobs import JobStatus as ArqStatus
+from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from cli.embedded import free_port
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, RunningJob
-from shared.queue import open_pool
+from shared.queue import (
+    ANONYMIZE_FUNCTION,
+    arq_redis_settings,
+    deserialize,
+    enqueue_anonymize,
+    open_pool,
+    serialize,
+)
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
 from workers.context import CTX_KEY, WorkerContext
+from workers.main import STOP_SIGNALS, watch_stop_signals
 from workers.pipeline import AnonymizeResult
 from workers.sweeper import sweep
 from workers.tasks import anonymize
@@ -83,7 +95,7 @@ async def queue(settings: Settings) -> AsyncIterator[ArqRedis]:
 
 
 def _tuned(settings: Settings, **worker: Any) -> Settings:
-    """Its own queue name per test: the sweeper looks at arq's queue, and nothing else runs there."""
+    """Its own queue name per test: the sweeper asks arq about its jobs, and nothing else runs there."""
     redis = settings.redis.model_copy(update={"queue_name": f"veil:test-queue:{uuid.uuid4().hex[:8]}"})
     return settings.model_copy(update={"redis": redis, "worker": settings.worker.model_copy(update=worker)})
 
@@ -94,7 +106,7 @@ def _state(settings: Settings, store: ObjectStore, redis: Redis, anonymizer: Any
         settings=settings,
         redis=redis,
         store=store,
-        transfer=kw.get("transfer") or ObjectTransfer(store, None),
+        transfer=kw.get("transfer") or ObjectTransfer(store),
         jobs=JobStore(redis, settings.redis.prefix),
         anonymizer=anonymizer,
         inference=ThreadPoolExecutor(1),
@@ -158,7 +170,7 @@ async def test_arq_timeout_fails_the_job_and_removes_its_original(
 async def test_a_timeout_after_the_result_was_written_deletes_the_result(
     settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis
 ) -> None:
-    state = _state(_tuned(settings), store, redis, GatedAnonymizer(), transfer=HangsAfterPut(store, None))
+    state = _state(_tuned(settings), store, redis, GatedAnonymizer(), transfer=HangsAfterPut(store))
     job = await _submit(state)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(anonymize({CTX_KEY: state, "job_try": 1}, job.model_dump(mode="json")), 1)
@@ -196,6 +208,54 @@ async def test_a_worker_stopping_hands_its_job_back(
     assert await _indexed(redis, state.jobs, job.id)  # if no run comes, the sweeper ends it
 
 
+async def test_sigterm_to_a_worker_hands_its_running_job_back_to_arq(
+    settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis
+) -> None:
+    # The whole path: a real arq worker runs the job, SIGTERM reaches the process, the handler installed
+    # on start-up (workers.main.watch_stop_signals) marks the worker stopping and calls arq's own.
+    runner = GatedAnonymizer(blocked=True)
+    tuned = _tuned(settings)
+    state = _state(tuned, store, redis, runner)
+    queue_name = tuned.redis.queue_name
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx[CTX_KEY] = state
+        watch_stop_signals(state, worker.handle_sig)
+
+    worker = Worker(
+        functions=[func(anonymize, name=ANONYMIZE_FUNCTION, timeout=30, keep_result=0)],
+        queue_name=queue_name,
+        redis_settings=arq_redis_settings(tuned.redis),
+        on_startup=startup,
+        poll_delay=0.02,
+        handle_signals=True,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+    )
+    job = await _submit(state)
+    assert await enqueue_anonymize(queue, job, queue_name)
+    loop = asyncio.get_running_loop()
+    running = asyncio.ensure_future(worker.async_run())
+    try:
+        await _wait_running(state.jobs, job.id)
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, 10)
+        runner.release.set()
+        await worker.close()  # waits for the cancelled job to record its hand-back
+    finally:
+        runner.release.set()
+        for signum in STOP_SIGNALS:  # the session's loop outlives this worker
+            loop.remove_signal_handler(signum)
+    assert state.stopping
+    record = await state.jobs.get(job.id)
+    assert record is not None and record.status is JobStatus.QUEUED and record.error is None
+    assert store.exists(job.source.key)  # the next run needs it
+    assert await _indexed(redis, state.jobs, job.id)  # if no run comes, the sweeper ends it
+    # arq runs it again: still in its queue, no longer marked as running anywhere.
+    assert await Job(job.id, queue, _queue_name=queue_name).status() is ArqStatus.queued
+
+
 async def test_the_sweeper_fails_a_job_arq_gave_up_on(
     settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis
 ) -> None:
@@ -220,16 +280,16 @@ async def test_the_sweeper_fails_a_job_arq_gave_up_on(
     assert not await _indexed(redis, state.jobs, job.id)
     assert await redis.zscore(state.jobs.deletions_key, f"{store.bucket}/{job.source.key}") is None
     # As for any failure: the owner's webhook is queued.
-    assert await redis.exists(job_key_prefix + f"webhook:{job.id}")
-    await redis.delete(job_key_prefix + f"webhook:{job.id}")
-    await redis.delete(state.settings.redis.queue_name)
+    webhook = Job(f"webhook:{job.id}", queue, _queue_name=state.settings.redis.queue_name)
+    assert await webhook.status() is ArqStatus.queued
     # A second sweep finds nothing to do.
     again = await sweep(state, queue)
     assert again["failed"] == 0
 
 
+@pytest.mark.parametrize("defer_by", [None, 60], ids=["queued", "deferred"])
 async def test_the_sweeper_leaves_a_job_arq_still_holds(
-    settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis
+    settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis, defer_by: int | None
 ) -> None:
     state = _state(_tuned(settings), store, redis, GatedAnonymizer())
     job = await _submit(state)
@@ -237,17 +297,31 @@ async def test_the_sweeper_leaves_a_job_arq_still_holds(
     assert record is not None
     record.status = JobStatus.RUNNING
     await state.jobs.start(record, deadline=time.time() - 1, running=RunningJob(original=job.source))
-    await redis.zadd(state.settings.redis.queue_name, {job.id: time.time() * 1000})  # arq's, running
-    try:
-        report = await sweep(state, queue)
-    finally:
-        await redis.delete(state.settings.redis.queue_name)
+    # arq holds it: queued again (a crashed run's job, or one handed back) or deferred (a retry).
+    queue_name = state.settings.redis.queue_name
+    assert await queue.enqueue_job(
+        ANONYMIZE_FUNCTION,
+        job.model_dump(mode="json"),
+        _job_id=job.id,
+        _queue_name=queue_name,
+        _defer_by=defer_by,
+    )
+    report = await sweep(state, queue)
     assert report["failed"] == 0
     record = await state.jobs.get(job.id)
     assert record is not None and record.status is JobStatus.RUNNING
     deadline = await redis.zscore(state.jobs.deadlines_key, job.id)
     assert deadline is not None and deadline > time.time()  # looked at again later
     assert store.exists(job.source.key)
+
+
+async def test_the_sweeper_does_not_put_back_a_job_that_ended(
+    settings: Settings, store: ObjectStore, redis: Redis
+) -> None:
+    # The sweeper moves the deadline of a job arq holds; if the job ended meanwhile it stays out.
+    state = _state(_tuned(settings), store, redis, GatedAnonymizer())
+    await state.jobs.postpone("never-started", time.time() + 60)
+    assert not await _indexed(redis, state.jobs, "never-started")
 
 
 async def test_a_late_run_cannot_flip_a_job_the_sweeper_failed(

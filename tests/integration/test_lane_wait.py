@@ -23,7 +23,7 @@ from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
 from tests.images import astronaut_bgr
 from workers.context import CTX_KEY, WorkerContext
-from workers.runtime import Engine, load_engine
+from workers.engine import Engine, load_engine
 from workers.tasks import anonymize
 
 pytestmark = [pytest.mark.integration, pytest.mark.models]
@@ -88,7 +88,7 @@ async def test_a_small_photo_behind_a_large_one_is_not_timed_out_by_its_wait(
         settings=tuned,
         redis=redis,
         store=store,
-        transfer=ObjectTransfer(store, None),
+        transfer=ObjectTransfer(store),
         jobs=jobs,
         anonymizer=one_lane_engine,
         inference=lanes,

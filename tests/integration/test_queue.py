@@ -1,21 +1,29 @@
-"""The one-round-trip enqueue writes exactly what arq's own enqueue would, against real Redis: arq reads
-the job back, a repeated id is left alone, and the job's record rides in the same pipeline."""
+"""The queue through arq's public API only, against real Redis and real arq workers: a blur job queued by
+:func:`shared.queue.enqueue_anonymize` reaches a worker's task as the request it was, a repeated id is
+left alone, and two workers on one queue never run the same job."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, JobStatus
+from arq.worker import Worker, func
 
-from shared.jobs import ImageFormat, InputInfo, JobRecord, JobRequest, ObjectRef
-from shared.jobs import JobStatus as VeilJobStatus
-from shared.jobstore import JobStore
-from shared.queue import ANONYMIZE_FUNCTION, deserialize, enqueue_anonymize, open_pool, stage_anonymize
+from shared.jobs import ImageFormat, InputInfo, JobRequest, ObjectRef
+from shared.queue import (
+    ANONYMIZE_FUNCTION,
+    arq_redis_settings,
+    deserialize,
+    enqueue_anonymize,
+    open_pool,
+    serialize,
+)
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -38,7 +46,29 @@ def _request() -> JobRequest:
     )
 
 
-async def test_arq_reads_the_job_it_would_have_written(pool: ArqRedis) -> None:
+def _worker(settings: Settings, queue: str, task: Any, *, max_jobs: int = 10) -> Worker:
+    """A plain arq worker on ``queue`` running ``task`` as the blur function, as ``build_worker``'s
+    (same serializer, no kept result), polling fast so the test is quick."""
+    return Worker(
+        functions=[func(task, name=ANONYMIZE_FUNCTION, keep_result=0, timeout=30)],
+        queue_name=queue,
+        redis_settings=arq_redis_settings(settings.redis),
+        max_jobs=max_jobs,
+        poll_delay=0.02,
+        handle_signals=False,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+    )
+
+
+async def _stop(worker: Worker, running: asyncio.Future[None]) -> None:
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await worker.close()
+
+
+async def test_a_queued_job_is_what_arq_holds(pool: ArqRedis) -> None:
     queue = f"test:queue:{uuid.uuid4().hex}"
     request = _request()
     before_ms = time.time() * 1000
@@ -54,53 +84,73 @@ async def test_arq_reads_the_job_it_would_have_written(pool: ArqRedis) -> None:
     assert info.job_try is None
     assert info.score is not None and before_ms - 1 <= info.score <= time.time() * 1000 + 1
     assert JobRequest.model_validate(info.args[0]) == request
-    # Unstarted jobs expire as arq's do: a day (the pool's expires_extra_ms) after queueing.
-    ttl_ms = await pool.pttl(job_key_prefix + request.id)
-    assert pool.expires_extra_ms - 60_000 < ttl_ms <= pool.expires_extra_ms
-
-
-async def test_same_stored_job_as_arqs_enqueue_job(pool: ArqRedis) -> None:
-    ours, theirs = _request(), _request()
-    queue = f"test:queue:{uuid.uuid4().hex}"
-    await enqueue_anonymize(pool, ours, queue)
-    await pool.enqueue_job(
-        ANONYMIZE_FUNCTION, theirs.model_dump(mode="json"), _job_id=theirs.id, _queue_name=queue
-    )
-    stored = [deserialize(await pool.get(job_key_prefix + r.id)) for r in (ours, theirs)]
-    for job in stored:
-        job.pop("et")  # the enqueue time
-        job["a"][0].pop("id"), job["a"][0].pop("source"), job["a"][0].pop("created_at")
-    assert stored[0] == stored[1]
-    ttls = [await pool.pttl(job_key_prefix + r.id) for r in (ours, theirs)]
-    assert abs(ttls[0] - ttls[1]) < 60_000
 
 
 async def test_an_id_arq_already_holds_is_left_alone(pool: ArqRedis) -> None:
     queue = f"test:queue:{uuid.uuid4().hex}"
     request = _request()
     assert await enqueue_anonymize(pool, request, queue) is True
-    raw = await pool.get(job_key_prefix + request.id)
-    assert await enqueue_anonymize(pool, request, queue) is False
-    assert await pool.get(job_key_prefix + request.id) == raw
-    assert await pool.zcard(queue) == 1
-
-    # A finished job's kept result also blocks a re-enqueue, as in arq.
-    done = _request()
-    await pool.set(result_key_prefix + done.id, b"{}")
-    assert await enqueue_anonymize(pool, done, queue) is False
-    assert await pool.zcard(queue) == 1
+    job = Job(request.id, pool, _queue_name=queue, _deserializer=deserialize)
+    first = await job.info()
+    changed = request.model_copy(update={"owner": "someone else"})
+    assert await enqueue_anonymize(pool, changed, queue) is False
+    again = await job.info()
+    assert again is not None and first is not None
+    assert again.args == first.args and again.score == first.score  # the first enqueue stands
+    assert [queued.job_id for queued in await pool.queued_jobs(queue_name=queue)] == [request.id]
 
 
-async def test_record_and_job_in_one_pipeline(pool: ArqRedis, settings: Settings) -> None:
+async def test_a_queued_job_is_picked_up_by_a_worker(pool: ArqRedis, settings: Settings) -> None:
     queue = f"test:queue:{uuid.uuid4().hex}"
-    jobs = JobStore(pool, settings.redis.prefix)
-    request = _request()
-    record = JobRecord(id=request.id, owner=request.owner, input=request.input, options=request.options)
-    async with pool.pipeline(transaction=True) as pipe:
-        jobs.stage_put(pipe, record)
-        stage_anonymize(pipe, request, queue, expires_extra_ms=pool.expires_extra_ms)
-        results = await pipe.execute()
-    assert results[-1] == 1
-    stored = await jobs.get(request.id)
-    assert stored is not None and stored.status is VeilJobStatus.QUEUED
-    assert await pool.zscore(queue, request.id) is not None
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+        await received.put(payload)
+
+    worker = _worker(settings, queue, anonymize)
+    running = asyncio.ensure_future(worker.async_run())
+    try:
+        request = _request()
+        assert await enqueue_anonymize(pool, request, queue)
+        payload = await asyncio.wait_for(received.get(), 10)
+        assert JobRequest.model_validate(payload) == request  # the contract survives the queue
+        for _ in range(200):  # arq takes it off the queue once the task returned
+            if await Job(request.id, pool, _queue_name=queue).status() is JobStatus.not_found:
+                break
+            await asyncio.sleep(0.02)
+        assert await Job(request.id, pool, _queue_name=queue).status() is JobStatus.not_found
+    finally:
+        await _stop(worker, running)
+
+
+async def test_two_workers_never_run_the_same_job(pool: ArqRedis, settings: Settings) -> None:
+    queue = f"test:queue:{uuid.uuid4().hex}"
+    runs: dict[str, list[str]] = {}
+
+    def task_for(name: str) -> Any:
+        async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+            runs.setdefault(payload["id"], []).append(name)
+            await asyncio.sleep(0.05)  # long enough for the other worker's polls to see it running
+
+        return anonymize
+
+    # Small slots, so both workers keep polling while jobs are still queued and running.
+    workers = [_worker(settings, queue, task_for(name), max_jobs=3) for name in ("a", "b")]
+    requests = [_request() for _ in range(40)]
+    for request in requests:
+        assert await enqueue_anonymize(pool, request, queue)
+    running = [asyncio.ensure_future(worker.async_run()) for worker in workers]
+    try:
+        deadline = time.monotonic() + 30
+        while len(runs) < len(requests):
+            assert time.monotonic() < deadline, f"{len(runs)} of {len(requests)} jobs ran"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a double run would show up by now
+        statuses = [await Job(request.id, pool, _queue_name=queue).status() for request in requests]
+        assert set(statuses) == {JobStatus.not_found}  # every job ended, none left for a later run
+    finally:
+        for worker, task in zip(workers, running, strict=True):
+            await _stop(worker, task)
+    assert set(runs) == {request.id for request in requests}
+    assert {job_id: names for job_id, names in runs.items() if len(names) != 1} == {}
+    assert {name for names in runs.values() for name in names} == {"a", "b"}  # both took part

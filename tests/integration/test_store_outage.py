@@ -51,7 +51,6 @@ async def _jobs_and_queue(redis: Redis, settings: Settings) -> tuple[list[bytes]
 
 
 @pytest.mark.timeout(60)  # the bound under test is 1 s a call; this only guards against a hang
-@pytest.mark.parametrize("presigned", [True, False], ids=["presigned", "boto3"])
 async def test_a_paused_store_is_503_at_once_and_queues_nothing(
     make_client: ClientFactory,
     settings: Settings,
@@ -61,15 +60,10 @@ async def test_a_paused_store_is_503_at_once_and_queues_nothing(
     camera_png: bytes,
     redis: Redis,
     unique: str,
-    presigned: bool,
 ) -> None:
     own = with_changes(
         settings,
-        s3={
-            "endpoint_url": own_seaweed.s3_url,
-            "request_timeout_seconds": 1.0,
-            "presigned_transfers": presigned,
-        },
+        s3={"endpoint_url": own_seaweed.s3_url, "request_timeout_seconds": 1.0},
         redis={"queue_name": f"queue-{unique}"},
     )
     store = ObjectStore(own.s3)

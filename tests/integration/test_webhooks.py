@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiohttp import FormData
 from arq import Retry
+from arq.jobs import Job
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
@@ -126,7 +127,9 @@ async def test_native_callback_url_is_checked_and_queued(
     )
     created = await response.json()
     assert response.status == 202, created
-    raw = await redis.get(f"arq:job:{created['id']}")
-    assert raw is not None
-    request = JobRequest.model_validate(deserialize(raw)["a"][0])
+    info = await Job(
+        created["id"], redis, _queue_name=settings.redis.queue_name, _deserializer=deserialize
+    ).info()
+    assert info is not None
+    request = JobRequest.model_validate(info.args[0])
     assert request.callback_url == "https://example.com/h"

@@ -85,7 +85,7 @@ async def _setup(
         settings=tuned,
         redis=redis,
         store=store,
-        transfer=ObjectTransfer(store, None),  # boto3 in a thread: no session to close
+        transfer=ObjectTransfer(store),
         jobs=jobs,
         anonymizer=anonymizer,
         inference=ThreadPoolExecutor(1),

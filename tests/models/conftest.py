@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from workers.detectors import FaceDetector, PlateDetector
-from workers.models import ModelPaths, ensure_models, ensure_plate_model
-from workers.runtime import CPU, create_session
+from workers.models.prepare import ModelPaths, ensure_models, ensure_plate_model
+from workers.sessions import CPU, create_session
 
 MODEL_DIR = Path(".cache/models")
 

@@ -15,7 +15,8 @@ from tests.images import astronaut_rgb, make_plate_scene, to_rgb
 from workers.detectors import FaceDetector, PlateDetector
 from workers.detectors import plates as plates_mod
 from workers.detectors.base import BoxF
-from workers.models import (
+from workers.engine import load_engine
+from workers.models.prepare import (
     FACE_INPUT,
     FACE_OUTPUTS,
     ModelPaths,
@@ -24,9 +25,9 @@ from workers.models import (
     ensure_whole_plate_model,
     original_centerface,
 )
+from workers.models.quantize import letterbox
 from workers.openvino_session import OpenVinoSession, bf16_ready
-from workers.quantize import letterbox
-from workers.runtime import CPU, create_session, load_engine
+from workers.sessions import CPU, create_session
 
 from .conftest import MODEL_DIR
 

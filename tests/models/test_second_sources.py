@@ -15,7 +15,7 @@ from workers.detectors.base import BoxF
 from workers.detectors.plate_text import TextPlateDetector, TextRecognizer
 from workers.detectors.retinaface import RetinaFaceDetector
 from workers.detectors.text import TextDetector
-from workers.models import (
+from workers.models.fetch import (
     RETINAFACE,
     TEXT_DET,
     TEXT_REC,
@@ -24,7 +24,7 @@ from workers.models import (
     ensure_text_models,
     sha256_file,
 )
-from workers.runtime import CPU, create_session
+from workers.sessions import CPU, create_session
 
 from .conftest import MODEL_DIR
 

@@ -134,13 +134,16 @@ class FakeConvSession:
     def __init__(self) -> None:
         self.shapes: list[tuple[int, ...]] = []
 
-    def run(self, names: list[str] | None, feeds: dict[str, Any]) -> list[Any]:
+    def run(self, names: list[str] | None, feeds: dict[str, Any], run_options: Any = None) -> list[Any]:
         x = feeds["x"]
         self.shapes.append(x.shape)
         return [x[:, :1, ::2, ::2] * 2, x.reshape(x.shape[0], -1).sum(axis=1, keepdims=True)]
 
-    def get_inputs(self) -> list[str]:
+    def get_inputs(self) -> list[Any]:
         return ["x"]
+
+    def get_providers(self) -> list[str]:
+        return ["fake"]
 
 
 def test_session_batch_pads_and_crops_back() -> None:

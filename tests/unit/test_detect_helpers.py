@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -29,7 +29,10 @@ class _FakeFaceSession:
     def __init__(self) -> None:
         self.shapes: list[tuple[int, ...]] = []
 
-    def run(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+    def get_inputs(self) -> list[Any]:
+        return []
+
+    def run(self, names: list[str] | None, feeds: dict[str, Any]) -> list[Any]:
         blob = feeds["input.1"]
         self.shapes.append(blob.shape)
         h, w = blob.shape[2] // 4, blob.shape[3] // 4
@@ -115,6 +118,9 @@ class _FakeMaskSession:
         self.mask_on = mask_on
         self.windows: list[tuple[int, ...]] = []
 
+    def get_inputs(self) -> list[Any]:
+        return []
+
     def run(self, names: Any, feeds: dict[str, Any]) -> list[Any]:
         features = feeds["features"].astype(np.float32)
         self.windows.append(features.shape)
@@ -143,7 +149,7 @@ def test_plate_detector_decodes_and_undoes_the_resize(mask_on: bool) -> None:
     blob = session.feeds[0]
     assert session.names[0] == ["raw", "mask_coeffs", "features"]
     # The mask model ran once, on a window around the plate, not on the whole 60 x 80 feature map.
-    assert detector.masks_session.windows == [(1, 128, 13, 27)]
+    assert cast(_FakeMaskSession, detector.masks_session).windows == [(1, 128, 13, 27)]
     assert blob.dtype == np.float16
     assert blob.shape == (1, 3, 480, 640)  # its own aspect ratio, sides rounded up to 32
     assert float(blob[0, 0, 0, 0]) == pytest.approx(114 / 255, abs=1e-3)  # padding
@@ -172,7 +178,7 @@ def test_plate_detector_square_letterbox_for_batches() -> None:
 def test_plate_detector_nothing_above_threshold() -> None:
     detector, _ = _plate_detector()
     assert detector.detect(np.zeros((100, 100, 3), np.uint8), 0.95) == []
-    assert detector.masks_session.windows == []
+    assert cast(_FakeMaskSession, detector.masks_session).windows == []
 
 
 def test_plate_anchor_grid_and_a_wrong_sized_output() -> None:

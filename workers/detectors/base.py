@@ -23,6 +23,13 @@ class RawDetection:
     score: float
     box: BoxF  # x1, y1, x2, y2
     polygon: Polygon | None = None  # plates: the mask's 4 corners; faces: None
+    # Plates: what the text recogniser read on it (None: not read).
+    text: str | None = None
+    text_score: float | None = None
+    # Which detectors found it (set where sources are fused, workers.detectors.fusion); empty: one source.
+    sources: tuple[str, ...] = ()
+    # A plate left unblurred because its text matched the job's skip_regexp (see shared.jobs).
+    skipped: bool = False
 
 
 def nms(boxes: npt.ArrayLike, scores: npt.ArrayLike, iou: float) -> IntArray:

@@ -7,13 +7,12 @@ raw RGB 0..255 with no mean/std normalisation, and needs input sides that are mu
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms
+from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.3
 DEFAULT_MAX_SIDE = 1280
@@ -47,7 +46,7 @@ class FaceDetector:
     """Wraps an onnxruntime session of the prepared CenterFace (dynamic input size). Input sides are
     padded to multiples of ``input_multiple`` (itself a multiple of 32)."""
 
-    def __init__(self, session: Any, input_multiple: int = _ALIGN) -> None:
+    def __init__(self, session: Session, input_multiple: int = _ALIGN) -> None:
         if input_multiple <= 0 or input_multiple % _ALIGN:
             raise ValueError(f"input_multiple must be a positive multiple of {_ALIGN}")
         self.session = session

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +22,7 @@ import numpy.typing as npt
 
 from workers.detectors.base import BoxF, FloatArray, RawDetection, as_rgb
 from workers.detectors.text import RotatedRect, TextDetector, TextRegion, rect_from_points
+from workers.sessions import MetadataSession
 
 # The shape of a plate's text line (rotated rectangle, photo pixels).
 MIN_ASPECT = 1.2
@@ -50,11 +50,8 @@ REC_BATCH = 8
 
 @dataclass(frozen=True)
 class TextDetection(RawDetection):
-    """A plate found from its text: ``score`` is the text detector's, ``text`` / ``text_score`` what the
-    recogniser read (None when it did not run)."""
-
-    text: str | None = None
-    text_score: float | None = None
+    """A plate found from its text: ``score`` is the text detector's, ``text`` / ``text_score`` (fields of
+    :class:`RawDetection`) what the recogniser read (None when it did not run)."""
 
 
 def plate_like(text: str) -> bool:
@@ -184,7 +181,7 @@ class TextRecognizer:
     ``(x / 255 - 0.5) / 0.5``; output N x W/8 x classes, probabilities). The characters come from the
     model's ``character`` metadata unless given."""
 
-    def __init__(self, session: Any, characters: Sequence[str] | None = None) -> None:
+    def __init__(self, session: MetadataSession, characters: Sequence[str] | None = None) -> None:
         self.session = session
         self._input_name: str = session.get_inputs()[0].name
         if characters is None:
@@ -242,18 +239,23 @@ class TextPlateDetector:
         *,
         read: bool | None = None,
         known: Sequence[BoxF] = (),
+        read_known: bool = False,
     ) -> list[TextDetection]:
         """Plates in pixels of ``image_rgb``. ``read`` (default: whether there is a recogniser) keeps only
         candidates whose text is plate-like and scores at least ``min_text_score``. Candidates on a plate
-        already ``known`` (another detector's boxes) are left out before reading: nothing to add there."""
+        already ``known`` (another detector's boxes) are left out before reading: nothing to add there;
+        unless ``read_known`` (and reading): then they are read too, so the known plate's text is known
+        (the caller fuses them with the known plates, :mod:`workers.detectors.fusion`)."""
         image = as_rgb(image_rgb)
         h, w = image.shape[:2]
+        reading = self.recognizer is not None if read is None else read
+        keep_known = reading and read_known
         found = [
             c
             for c in self.candidates(image)
-            if c.score >= min_score and not on_known(c.rect.grown(ACROSS, UPDOWN).bounds(), known)
+            if c.score >= min_score
+            and (keep_known or not on_known(c.rect.grown(ACROSS, UPDOWN).bounds(), known))
         ]
-        reading = self.recognizer is not None if read is None else read
         texts: list[tuple[str, float] | None] = [None] * len(found)
         if reading:
             if self.recognizer is None:

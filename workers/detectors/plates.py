@@ -1,8 +1,8 @@
 """Licence plates with platedet: a single-class YOLOv8s-seg trained at 640, cut before its box decoding.
 
-The derived models (``workers/quantize.py``) end at the head's raw outputs, so any input whose sides are
-multiples of 32 works: a photo is resized to a long side of 640 and padded to the next multiple of 32
-(a 16:9 photo runs as 640x384), or letterboxed to 640x640 where every input of a batch must match.
+The derived models (``workers/models/quantize.py``) end at the head's raw outputs, so any input whose
+sides are multiples of 32 works: a photo is resized to a long side of 640 and padded to the next multiple
+of 32 (a 16:9 photo runs as 640x384), or letterboxed to 640x640 where every input of a batch must match.
 
 ``raw`` is 1 x 65 x anchors: per anchor, 4 x 16 distance-bin logits (left, top, right, bottom; the
 distance is the softmax-weighted mean bin, in units of the anchor's stride) and the plate logit. Anchors
@@ -11,7 +11,7 @@ are the cells of the stride 8, 16 and 32 grids, row by row, one grid after the o
 prototypes), cropped to its box, which yields the plate's (rotated) outline.
 
 The prototypes come from a second, small model run on a window of the body's stride-8 ``features``
-around each plate (``workers.quantize.split_plate_masks``): a whole prototype map costs about a quarter
+around each plate (``workers.models.quantize.split_plate_masks``): a whole prototype map costs about a quarter
 of a pass, a window a few milliseconds, and with ``MASK_CONTEXT`` cells of margin its inside is exact.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.detectors.base import FloatArray, Polygon, RawDetection, as_rgb, clip_boxes, nms
+from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.25
 NMS_IOU = 0.45
@@ -88,14 +89,14 @@ def decode(
 
 
 class PlateDetector:
-    """Wraps the two sessions of a derived platedet model, body and masks (see ``workers/quantize.py``).
+    """Wraps the two sessions of a derived platedet model, body and masks (``workers/models/quantize.py``).
 
     ``square=True`` letterboxes every photo to 640x640: needed when calls are batched together
     (``workers/batcher.py`` pads inputs to one size, and the anchor list depends on it); otherwise each
     photo runs at its own aspect ratio, which costs less.
     """
 
-    def __init__(self, session: Any, masks_session: Any, *, square: bool = False) -> None:
+    def __init__(self, session: Session, masks_session: Session, *, square: bool = False) -> None:
         self.session = session
         self.masks_session = masks_session
         model_input = session.get_inputs()[0]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms
+from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.5
 DEFAULT_MAX_SIDE = 1280
@@ -63,7 +63,7 @@ def _round_up(value: int, multiple: int) -> int:
 class RetinaFaceDetector:
     """Wraps an onnxruntime session of the RetinaFace ONNX (dynamic input size)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def detect(

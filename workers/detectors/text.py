@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from workers.detectors.base import BoxF, FloatArray, Polygon, as_rgb
+from workers.sessions import Session
 
 DEFAULT_MAX_SIDE = 960
 DEFAULT_MAX_UPSCALE = 2.0
@@ -175,7 +175,7 @@ class TextDetector:
 
     def __init__(
         self,
-        session: Any,
+        session: Session,
         *,
         max_side: int = DEFAULT_MAX_SIDE,
         max_upscale: float = DEFAULT_MAX_UPSCALE,

@@ -1,27 +1,19 @@
+"""The machine's plan: providers chosen from the preference and the build, lanes, threads, batching and
+model precisions from the settings and the CPU (no GPU needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 from shared.errors import ModelsNotReadyError
 from shared.settings import WorkerSettings, load_settings
-from workers import runtime
-from workers.runtime import (
-    COMPILED_FACE_INPUT_MULTIPLE,
-    CPU,
-    CUDA,
-    TENSORRT,
-    cpu_has_fast_int8,
-    create_session,
-    load_engine,
-    plan,
-    provider_options,
-    select_providers,
-)
+from workers import openvino_session
+from workers import plan as plan_module
+from workers.plan import COMPILED_FACE_INPUT_MULTIPLE, cpu_has_fast_int8, plan, select_providers
+from workers.sessions import CPU, CUDA, TENSORRT
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 CPU_BUILD = ["AzureExecutionProvider", CPU]
@@ -74,49 +66,6 @@ def test_require_gpu_without_gpu_raises() -> None:
 def test_require_gpu_with_gpu_passes() -> None:
     chosen = select_providers([CUDA, CPU], GPU_BUILD, enable_tensorrt=False, require_gpu=True)
     assert chosen[0] == CUDA
-
-
-def test_provider_options(tmp_path: Path) -> None:
-    cuda = provider_options(CUDA, model_dir=tmp_path)
-    assert cuda["cudnn_conv_algo_search"] == "DEFAULT"
-    assert cuda["arena_extend_strategy"] == "kSameAsRequested"
-    trt = provider_options(TENSORRT, model_dir=tmp_path)
-    assert trt["trt_fp16_enable"] == "True"
-    assert trt["trt_engine_cache_enable"] == "True"
-    cache = Path(trt["trt_engine_cache_path"])
-    assert cache.is_dir()
-    assert cache.is_relative_to(tmp_path)
-    assert provider_options(CPU, model_dir=tmp_path) == {}
-
-
-def _tiny_model(path: Path) -> Path:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
-    node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "tiny", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def test_create_session_runs_on_cpu(tmp_path: Path) -> None:
-    model = _tiny_model(tmp_path / "tiny.onnx")
-    session = create_session(model, [CPU], intra_op_threads=1, model_dir=tmp_path)
-    assert session.get_providers() == [CPU]
-    (out,) = session.run(None, {"x": np.array([[-1.0, 2.0]], dtype=np.float32)})
-    assert out.tolist() == [[0.0, 2.0]]
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(CUDA not in ort.get_available_providers(), reason="CUDAExecutionProvider not available")
-def test_create_session_uses_cuda(tmp_path: Path) -> None:
-    model = _tiny_model(tmp_path / "tiny.onnx")
-    providers = select_providers(
-        [CUDA, CPU], ort.get_available_providers(), enable_tensorrt=False, require_gpu=True
-    )
-    session = create_session(model, providers, intra_op_threads=0, model_dir=tmp_path)
-    assert session.get_providers()[0] == CUDA
 
 
 # -- the throughput plan: providers, lanes, threads, batching, precisions (no GPU needed) --
@@ -193,16 +142,6 @@ def test_face_inputs_are_coarse_where_the_runtime_compiles_per_size() -> None:
     assert plan(_worker(), CPU_BUILD, cores=2, fast_int8=True).face_input_multiple == 32  # onnxruntime
 
 
-def test_plate_mask_windows_skip_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each plate's mask window has its own size: TensorRT would build an engine per size."""
-    asked: list[list[str]] = []
-    monkeypatch.setattr(runtime, "create_session", lambda path, providers, **kw: asked.append(providers))
-    chosen = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
-    runtime._session(tmp_path / "body.onnx", chosen, tmp_path, openvino=False)
-    runtime._session(tmp_path / "masks.onnx", chosen, tmp_path, openvino=False, tensorrt=False)
-    assert asked == [[TENSORRT, CUDA, CPU], [CUDA, CPU]]
-
-
 def test_require_gpu_fails_the_plan_on_a_cpu_build() -> None:
     with pytest.raises(ModelsNotReadyError, match="GPU is required"):
         plan(_worker(require_gpu=True), CPU_BUILD, cores=2, fast_int8=True)
@@ -221,12 +160,6 @@ def test_flat_require_gpu_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not load_settings().worker.require_gpu
 
 
-def test_load_engine_with_require_gpu_refuses_before_loading(tmp_path: Path) -> None:
-    with pytest.raises(ModelsNotReadyError, match="GPU is required"):
-        load_engine(_worker(require_gpu=True, model_dir=tmp_path), available=CPU_BUILD)
-    assert not any(tmp_path.iterdir())  # failed before fetching anything
-
-
 def test_cpu_int8_detection(tmp_path: Path) -> None:
     info = tmp_path / "cpuinfo"
     info.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n")
@@ -236,19 +169,11 @@ def test_cpu_int8_detection(tmp_path: Path) -> None:
     assert not cpu_has_fast_int8(tmp_path / "missing")
 
 
-def test_create_session_without_spinning(tmp_path: Path) -> None:
-    model = _tiny_model(tmp_path / "tiny.onnx")
-    session = create_session(model, [CPU], intra_op_threads=2, model_dir=tmp_path, allow_spinning=False)
-    (out,) = session.run(None, {"x": np.array([[3.0, -2.0]], dtype=np.float32)})
-    assert out.tolist() == [[3.0, 0.0]]
-
-
 def test_effective_max_jobs_keeps_lanes_fed(monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import main as worker_main
-    from workers import openvino_session, runtime
 
-    monkeypatch.setattr(runtime, "cpu_count", lambda: 2)
-    monkeypatch.setattr(runtime, "cpu_has_fast_int8", lambda: True)
+    monkeypatch.setattr(plan_module, "cpu_count", lambda: 2)
+    monkeypatch.setattr(plan_module, "cpu_has_fast_int8", lambda: True)
     monkeypatch.setattr(openvino_session, "bf16_ready", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: CPU_BUILD)
     assert worker_main.effective_max_jobs(load_settings()) == 8  # 4 per lane, 2 lanes
@@ -261,9 +186,8 @@ def test_effective_max_jobs_sees_the_same_machine_as_the_engine(
 ) -> None:
     """An explicit face_model=bf16 once failed here: the concurrency plan did not ask about bf16."""
     from workers import main as worker_main
-    from workers import openvino_session, runtime
 
-    monkeypatch.setattr(runtime, "cpu_count", lambda: 2)
+    monkeypatch.setattr(plan_module, "cpu_count", lambda: 2)
     monkeypatch.setattr(openvino_session, "bf16_ready", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: CPU_BUILD)
     monkeypatch.setenv("VEIL_WORKER__FACE_MODEL", "bf16")
