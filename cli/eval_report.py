@@ -36,7 +36,7 @@ class Outcome:
 
 
 DETECTOR_TIMINGS = ("detect_faces", "detect_plates")
-SOURCE_TIMING = "source."  # workers.pipeline.SOURCE_TIMING (cli does not import workers)
+SOURCE_TIMING = "source."  # workers.detection.SOURCE_TIMING (cli does not import workers)
 
 
 def detector_medians(jobs: list[dict[str, Any]]) -> dict[str, float]:

@@ -105,7 +105,7 @@ class WorkerSettings(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     intra_op_threads: int = Field(default=0, ge=0)  # 0: onnxruntime picks (physical cores)
     face_max_side: int = Field(default=1280, ge=64)
-    # Detection quality (workers/pipeline.DetectionConfig; recall and cost measured in docs/accuracy.md).
+    # Detection quality (workers/detection.DetectionConfig; recall and cost measured in docs/accuracy.md).
     face_min_score: float = Field(default=0.3, ge=0, le=1)
     plate_min_score: float = Field(default=0.3, ge=0, le=1)
     face_upscale: float = Field(default=2.0, ge=1, le=4)  # small photos zoomed, long side <= face_max_side

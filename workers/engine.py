@@ -19,12 +19,13 @@ from shared.jobs import BlurOptions
 from shared.settings import WorkerSettings
 from workers import sources
 from workers.batcher import BatchedSession
+from workers.detection import DetectionConfig
 from workers.detectors.faces import FaceDetector
 from workers.detectors.plates import PlateDetector
 from workers.models.fetch import TextModels, ensure_retinaface, ensure_text_models
 from workers.models.prepare import ensure_face_model, ensure_plate_model
 from workers.openvino_session import OpenVinoSession
-from workers.pipeline import Anonymizer, AnonymizeResult, Detected, DetectionConfig
+from workers.pipeline import Anonymizer, AnonymizeResult, Detected
 from workers.plan import Plan, model_file_variant, plan_for_this_machine
 from workers.sessions import TENSORRT, ProviderSession, Session, create_session
 

@@ -7,21 +7,27 @@ ran and every detection's region was blurred.
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.errors import DetectionError, DetectionTimeoutError, VeilError
+from shared.errors import DetectionError, VeilError
 from shared.jobs import BlurOptions, ImageFormat, Target
-from shared.settings import WorkerSettings
 from workers import imageops, metadata, overlays, tiling
+from workers.detection import (
+    DetectionConfig,
+    Expired,
+    added,
+    checked_each,
+    deadline_check,
+    head_cover,
+    plate_cover,
+    run_detector,
+    timed,
+)
 from workers.detectors import faces as faces_mod
 from workers.detectors import fusion
 from workers.detectors import plates as plates_mod
@@ -35,59 +41,6 @@ from workers.imageops import Region
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Whether the job's detection time is up (None: no limit). Called between model passes, so a job past its
-# deadline gives its lane back within one pass; it reads the caller's clock, the pipeline keeps none.
-Expired = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class DetectionConfig:
-    """How hard to look: default thresholds and the extra passes for small objects (each costs time).
-
-    Built from :class:`shared.settings.WorkerSettings` by :meth:`from_settings`; see docs/accuracy.md for the
-    measured recall and cost of each knob.
-    """
-
-    face_min_score: float = faces_mod.DEFAULT_MIN_SCORE
-    plate_min_score: float = 0.3  # from the curve in docs/accuracy.md
-    # Small photos are run at up to this zoom (long side capped at face_max_side): small faces appear.
-    face_upscale: float = 2.0
-    # Photos larger than face_max_side are also run as overlapping tiles at native resolution.
-    face_tiles: bool = True
-    # Photos larger than plate_tile_side are also run as overlapping tiles of that side (native pixels,
-    # resized to the model's 640 input), so small plates are not shrunk away.
-    plate_tiles: bool = True
-    plate_tile_side: int = 1280
-    tile_overlap: float = 0.2  # ratio of the tile side
-    # Face boxes grow by this (see head_cover) before the request's padding, so the head is covered.
-    face_head_margin: float = 0.1
-    # Second sources (used when the Anonymizer has them). Their thresholds are floors: a request's
-    # min_score can raise them, never lower them.
-    retinaface_min_score: float = 0.7
-    retinaface_upscale: float = 2.0
-    # Plates from text: on (every pass), fallback (only passes where platedet found none), off.
-    plate_text: Literal["on", "fallback", "off"] = "on"
-    plate_text_min_score: float = 0.6
-    # Also read the text on platedet's plates (their text is reported, and skip_regexp can match it).
-    plate_text_read_known: bool = True
-
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> DetectionConfig:
-        return cls(
-            face_min_score=settings.face_min_score,
-            plate_min_score=settings.plate_min_score,
-            face_upscale=settings.face_upscale,
-            face_tiles=settings.face_tiles,
-            plate_tiles=settings.plate_tiles,
-            plate_tile_side=settings.plate_tile_side,
-            tile_overlap=settings.tile_overlap,
-            face_head_margin=settings.face_head_margin,
-            retinaface_min_score=settings.face_retinaface_min_score,
-            retinaface_upscale=settings.face_retinaface_upscale,
-            plate_text=settings.plate_text,
-            plate_text_min_score=settings.plate_text_min_score,
-        )
 
 
 @dataclass(frozen=True)
@@ -113,60 +66,6 @@ class Detected:
     faces: list[RawDetection]
     plates: list[RawDetection]
     timings_ms: dict[str, float]  # decode, detect_faces, detect_plates (when run), source.* (see above)
-
-
-# Where AnonymizeResult.timings_ms keeps one source's time (part of its class's detect_* stage).
-SOURCE_TIMING = "source."
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = round((time.perf_counter() - start) * 1000, 2)
-
-
-@contextmanager
-def _added(timings: dict[str, float] | None, source: str) -> Iterator[None]:
-    """Adds the block's time to ``timings["source.<source>"]`` (a source runs once per pass)."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if timings is not None:
-            key = SOURCE_TIMING + source
-            timings[key] = round(timings.get(key, 0.0) + (time.perf_counter() - start) * 1000, 2)
-
-
-def plate_cover(detection: RawDetection) -> BoxF:
-    """The box unioned with the mask polygon's bounding rect, so the whole plate is covered."""
-    x1, y1, x2, y2 = detection.box
-    if detection.polygon:
-        xs = [p[0] for p in detection.polygon]
-        ys = [p[1] for p in detection.polygon]
-        x1, y1, x2, y2 = min(x1, *xs), min(y1, *ys), max(x2, *xs), max(y2, *ys)
-    return (x1, y1, x2, y2)
-
-
-def head_cover(box: BoxF, margin: float) -> BoxF:
-    """CenterFace boxes hug the face; grow them towards the whole head (chin, cheeks, ears) before padding:
-    ``margin`` of the box's size on the left and right, half of it on top, one and a half times at the bottom.
-    The proportions come from where labelled head boxes lie around detected face boxes (docs/accuracy.md)."""
-    x1, y1, x2, y2 = box
-    w, h = x2 - x1, y2 - y1
-    return (x1 - margin * w, y1 - 0.5 * margin * h, x2 + margin * w, y2 + 1.5 * margin * h)
-
-
-def _sane(detections: list[RawDetection]) -> bool:
-    for det in detections:
-        values = [det.score, *det.box]
-        if det.polygon:
-            values.extend(v for point in det.polygon for v in point)
-        if not all(math.isfinite(v) for v in values):
-            return False
-    return True
 
 
 class Anonymizer:
@@ -235,22 +134,22 @@ class Anonymizer:
         large images; with RetinaFace, its faces on the whole image (zoomed up to ``retinaface_upscale``,
         at a score of at least ``retinaface_min_score``) fused in."""
         cfg = self.config
-        check = _deadline_check(expired)
+        check = deadline_check(expired)
         check()
         second = self.retinaface is not None
-        with _added(timings if second else None, "centerface"):
+        with added(timings if second else None, "centerface"):
             found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
             height, width = rgb.shape[:2]
             if cfg.face_tiles and max(height, width) > max_side:
                 tiles = tiling.tile_grid(width, height, max_side, round(max_side * cfg.tile_overlap))
                 found += tiling.detect_tiled(
-                    rgb, _checked(check, lambda crop: self.faces.detect(crop, min_score, max_side)), tiles
+                    rgb, checked_each(check, lambda crop: self.faces.detect(crop, min_score, max_side)), tiles
                 )
                 found = tiling.merge(found, faces_mod.NMS_IOU)
         sources: list[tuple[str, list[RawDetection]]] = [("centerface", found)]
         if self.retinaface is not None:
             check()
-            with _added(timings, "retinaface"):
+            with added(timings, "retinaface"):
                 score = max(min_score, cfg.retinaface_min_score)
                 extra = self.retinaface.detect(rgb, score, max_side, upscale=cfg.retinaface_upscale)
             sources.append(("retinaface", extra))
@@ -267,27 +166,27 @@ class Anonymizer:
         images; with plates from text, those (at a detector score of at least ``plate_text_min_score``)
         fused in: platedet's plates are passed as known, so text on them only adds its reading."""
         cfg = self.config
-        check = _deadline_check(expired)
+        check = deadline_check(expired)
         check()
         second = self.plates is not None and self.plate_text is not None
         found: list[RawDetection] = []
         if self.plates is not None:
             plates = self.plates
-            with _added(timings if second else None, "platedet"):
+            with added(timings if second else None, "platedet"):
                 found = plates.detect(rgb, min_score)
                 height, width = rgb.shape[:2]
                 side = cfg.plate_tile_side
                 if cfg.plate_tiles and max(height, width) > side:
                     tiles = tiling.tile_grid(width, height, side, round(side * cfg.tile_overlap))
                     found += tiling.detect_tiled(
-                        rgb, _checked(check, lambda crop: plates.detect(crop, min_score)), tiles
+                        rgb, checked_each(check, lambda crop: plates.detect(crop, min_score)), tiles
                     )
                     found = tiling.merge(found, plates_mod.NMS_IOU)
         sources: list[tuple[str, list[RawDetection]]] = [("platedet", found)]
         text = self.plate_text
         if text is not None and (cfg.plate_text == "on" or not found):
             check()
-            with _added(timings if second else None, "text"):
+            with added(timings if second else None, "text"):
                 extra = text.detect(
                     rgb,
                     max(min_score, cfg.plate_text_min_score),
@@ -310,9 +209,9 @@ class Anonymizer:
         all of what ``veil bench`` times as the model-only loop. Raises :class:`DetectionTimeoutError`
         before any step (decode, each model pass or tile) that starts once ``expired()`` says so."""
         timings: dict[str, float] = {}
-        check = _deadline_check(expired)
+        check = deadline_check(expired)
         check()
-        with _timed(timings, "decode"):
+        with timed(timings, "decode"):
             image = imageops.decode(data, max_pixels=max_pixels)  # ValidationError / PayloadTooLargeError
             rgb = np.ascontiguousarray(cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
@@ -327,11 +226,11 @@ class Anonymizer:
                 found = detect(rgb)
                 if split_tiles:
                     found = tiling.merge(
-                        found + tiling.detect_tiled(rgb, _checked(check, detect), split_tiles), iou
+                        found + tiling.detect_tiled(rgb, checked_each(check, detect), split_tiles), iou
                     )
                 return found
 
-            found = _detect(what, passes)
+            found = run_detector(what, passes)
             return overlays.exclusion_filter(found, options.exclusion, image.width, image.height)
 
         faces: list[RawDetection] = []
@@ -340,7 +239,7 @@ class Anonymizer:
         if Target.FACES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.face_min_score
             side = options.face_max_side or face_max_side
-            with _timed(timings, "detect_faces"):
+            with timed(timings, "detect_faces"):
                 faces = search(
                     "face",
                     lambda px: self.detect_faces(px, score, side, expired, sources_ms),
@@ -348,7 +247,7 @@ class Anonymizer:
                 )
         if Target.PLATES in options.targets:
             score = options.min_score if options.min_score is not None else self.config.plate_min_score
-            with _timed(timings, "detect_plates"):
+            with timed(timings, "detect_plates"):
                 plates = search(
                     "plate", lambda px: self.detect_plates(px, score, expired, sources_ms), plates_mod.NMS_IOU
                 )
@@ -368,7 +267,7 @@ class Anonymizer:
         """Decode, detect what ``options.targets`` asks for, blur (or, at strength 0, only report), put the
         ``logo`` on plates, encode. Raises :class:`DetectionError` rather than return un-blurred bytes, and
         :class:`DetectionTimeoutError` between steps once ``expired()`` says the time is up."""
-        check = _deadline_check(expired)
+        check = deadline_check(expired)
         check()
         logo_bgra = overlays.decode_logo(logo) if logo is not None else None
         found = self.detect(
@@ -381,7 +280,7 @@ class Anonymizer:
 
         try:
             check()
-            with _timed(timings, "blur"):
+            with timed(timings, "blur"):
                 margin = self.config.face_head_margin
                 face_regions = self._regions([head_cover(d.box, margin) for d in faces], options, image)
                 plate_regions = self._regions([plate_cover(d) for d in hidden], options, image)
@@ -395,7 +294,7 @@ class Anonymizer:
                     # The logo changed pixels inside the plates' regions, blurred or not.
                     blurred.extend(region for region in plate_regions if region not in blurred)
             check()
-            with _timed(timings, "encode"):
+            with timed(timings, "encode"):
                 encoded = imageops.encode(pixels, image.format)
                 if options.keep_metadata:
                     exif = metadata.exif_payload(data, image.format)
@@ -439,34 +338,3 @@ def _blurs(
         return [(region, sigma) for region in regions]
     with_strength = [(region, overlays.strength_sigma(strength, region)) for region in regions]
     return [(region, region_sigma) for region, region_sigma in with_strength if region_sigma is not None]
-
-
-def _deadline_check(expired: Expired | None) -> Callable[[], None]:
-    def check() -> None:
-        if expired is not None and expired():
-            raise DetectionTimeoutError("detection took longer than its time limit")
-
-    return check
-
-
-def _checked(check: Callable[[], None], detect: tiling.Detect) -> tiling.Detect:
-    """``detect`` with the deadline checked before each call (each tile is a model pass of its own)."""
-
-    def checked(crop: npt.NDArray[np.uint8]) -> list[RawDetection]:
-        check()
-        return detect(crop)
-
-    return checked
-
-
-def _detect(what: str, call: Callable[[], list[RawDetection]]) -> list[RawDetection]:
-    try:
-        found = call()
-    except DetectionTimeoutError:
-        raise  # out of time: not a detector failure
-    except Exception as exc:
-        log.exception("%s detection failed", what)
-        raise DetectionError(f"{what} detection failed: {exc}") from exc
-    if not _sane(found):
-        raise DetectionError(f"{what} detector returned non-finite values")
-    return found

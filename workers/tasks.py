@@ -21,16 +21,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from arq import Retry
 
 from shared.errors import (
     DetectionError,
-    DetectionTimeoutError,
     NotFoundError,
     PermanentError,
     TransientError,
@@ -49,14 +46,12 @@ from shared.jobs import (
     utcnow,
 )
 from shared.jobstore import RunningJob
-from shared.objectkeys import check_key
-from workers import metrics
+from workers import metrics, payload_check
 from workers.context import WorkerContext, worker_context
+from workers.lanes import detect_in_lane
 from workers.notify import enqueue_delivery
 from workers.pipeline import AnonymizeResult
 from workers.sweeper import JOB_TIMEOUT_CODE, delete_objects, job_deadline, logo_objects, result_objects
-
-T = TypeVar("T")
 
 # How long a cancelled job may take to record its end (Redis, then deleting its original): arq waits for
 # it before it lets the job go, and its claim on the job lasts only 10 s past the job timeout.
@@ -165,32 +160,6 @@ async def _end(
     return {"status": record.status.value}
 
 
-def _refusal(state: WorkerContext, request: JobRequest) -> str | None:
-    """Why this payload's objects must not be touched, or None. The gateway only ever queues its own upload
-    (``uploads/<job id>`` in Veil's bucket, deleted when the job ends) or a canonical key in a bucket of
-    the client's (never deleted); bulk copies go to a client's bucket. Anything else (another job's upload
-    or result, a key the store would normalise into another object) is refused before it is read."""
-    store = state.store
-    own_upload = ObjectRef(bucket=store.bucket, key=store.upload_key(request.id))
-    keys = [("source.key", request.source.key)]
-    if request.output is not None:
-        keys.append(("output.key", request.output.key))
-    if request.options.logo_key is not None:
-        keys.append(("logo_key", request.options.logo_key))
-    try:
-        for field, key in keys:
-            check_key(key, field)
-    except ValidationError as exc:
-        return exc.message
-    if request.source.bucket == store.bucket and request.source != own_upload:
-        return "the source is in Veil's own bucket but is not this job's upload"
-    if request.delete_source and request.source != own_upload:
-        return "only the job's own upload is deleted when it ends"
-    if request.output is not None and request.output.bucket == store.bucket:
-        return "a blurred copy is never written into Veil's own bucket"
-    return None
-
-
 async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None:
     """A facade's logo for the plates (Plate Recognizer's ``logo``), stored by the gateway as an upload."""
     key = request.options.logo_key
@@ -199,47 +168,10 @@ async def _fetch_logo(state: WorkerContext, request: JobRequest) -> bytes | None
     if not key.startswith(state.settings.s3.uploads_prefix + "logo-"):
         raise ValidationError("logo_key must name a logo stored by the gateway")
     try:
-        stored = await asyncio.to_thread(state.store.get, key, None, state.settings.limits.max_upload_bytes)
+        stored = await state.transfer.get(key, None, state.settings.limits.max_upload_bytes)
     except NotFoundError as exc:
         raise ValidationError("the logo is no longer in the store", code="SOURCE_MISSING") from exc
     return stored.body
-
-
-@dataclass(frozen=True)
-class Laned(Generic[T]):
-    value: T
-    lane_wait_s: float  # how long the call waited for a free lane before one started it
-
-
-async def detect_in_lane(
-    lanes: Executor, call: Callable[[Callable[[], bool]], T], seconds: float
-) -> Laned[T]:
-    """Run ``call(expired)`` on an inference lane, where ``expired()`` says whether ``seconds`` have passed
-    since the lane started it: waiting for a free lane is not detection time. Raises
-    :class:`DetectionTimeoutError` once a started call runs past it (the call itself stops at its next
-    check of ``expired``, giving its lane back); a call cancelled before a lane took it never runs."""
-    loop = asyncio.get_running_loop()
-    submitted = time.monotonic()
-    started: list[float] = []
-
-    def on_lane() -> T:
-        begun = time.monotonic()
-        started.append(begun)
-        deadline = begun + seconds
-        return call(lambda: time.monotonic() >= deadline)
-
-    work = loop.run_in_executor(lanes, on_lane)
-    try:
-        wait = seconds
-        while not (await asyncio.wait({work}, timeout=wait))[0]:
-            if started:  # a lane has it: the rest of its own time, then it is late
-                wait = started[0] + seconds - time.monotonic()
-                if wait <= 0:
-                    raise DetectionTimeoutError(f"detection took longer than {seconds:g}s")
-    finally:
-        if not work.done():
-            work.cancel()
-    return Laned(work.result(), started[0] - submitted)
 
 
 async def _put(
@@ -349,7 +281,7 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     if record.status.finished:
         return {"status": record.status.value, "repeat": True}
 
-    refusal = _refusal(state, request)
+    refusal = payload_check.refusal(state.store, request)
     if refusal is not None:  # not what the gateway queues: fail it unread, and delete none of its objects
         log.warning("job %s refused: %s", request.id, refusal)
         record.attempts += 1

@@ -17,9 +17,10 @@ from shared.settings import WorkerSettings
 from tests.images import astronaut_bgr
 from workers import sources as sources_mod
 from workers import tiling
+from workers.detection import SOURCE_TIMING, DetectionConfig
 from workers.detectors.base import RawDetection
 from workers.detectors.fusion import FACE_MATCH, PLATE_MATCH, fuse, skip_matching
-from workers.pipeline import SOURCE_TIMING, Anonymizer, DetectionConfig
+from workers.pipeline import Anonymizer
 
 FACE = RawDetection("face", 0.9, (180.0, 60.0, 270.0, 180.0))
 PLATE = RawDetection(

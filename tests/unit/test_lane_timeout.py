@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.errors import DetectionTimeoutError
-from workers.tasks import detect_in_lane
+from workers.lanes import detect_in_lane
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 from shared.errors import DetectionError, ValidationError
 from shared.jobs import BlurOptions, ImageFormat, Target
 from tests.images import astronaut_bgr
+from workers.detection import DetectionConfig
 from workers.detectors.base import RawDetection
 from workers.imageops import decode
-from workers.pipeline import Anonymizer, DetectionConfig
+from workers.pipeline import Anonymizer
 
 
 class FakeDetector:

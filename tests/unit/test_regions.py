@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workers.detection import plate_cover
 from workers.detectors.base import RawDetection, nms
 from workers.imageops import regions_from_boxes, union_area
-from workers.pipeline import plate_cover
 
 
 def test_padding_grows_each_side_by_ratio_of_size() -> None:
