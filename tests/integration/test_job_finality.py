@@ -38,6 +38,7 @@ from shared.queue import (
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
+from tests.fakes import passthrough_result
 from workers.context import CTX_KEY, WorkerContext
 from workers.main import STOP_SIGNALS, watch_stop_signals
 from workers.pipeline import AnonymizeResult
@@ -61,16 +62,7 @@ class GatedAnonymizer:
     def run(self, data: bytes, options: BlurOptions, **kwargs: Any) -> AnonymizeResult:
         self.started.set()
         self.release.wait(30)
-        return AnonymizeResult(
-            image=data,
-            content_type="image/png",
-            format=ImageFormat.PNG,
-            width=8,
-            height=8,
-            detections=[],
-            regions=[],
-            timings_ms={},
-        )
+        return passthrough_result(data)
 
 
 class HangsAfterPut(ObjectTransfer):

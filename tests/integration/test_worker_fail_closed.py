@@ -19,6 +19,7 @@ from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
+from tests.fakes import passthrough_result
 from workers.context import CTX_KEY, WorkerContext
 from workers.pipeline import AnonymizeResult
 from workers.tasks import anonymize
@@ -48,16 +49,7 @@ class CountingAnonymizer:
 
     def run(self, data: bytes, options: BlurOptions, **kwargs: Any) -> AnonymizeResult:
         self.calls += 1
-        return AnonymizeResult(
-            image=data,
-            content_type="image/png",
-            format=ImageFormat.PNG,
-            width=8,
-            height=8,
-            detections=[],
-            regions=[],
-            timings_ms={},
-        )
+        return passthrough_result(data)
 
 
 def _png() -> bytes:

@@ -21,6 +21,7 @@ from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
+from tests.fakes import passthrough_result
 from workers.context import CTX_KEY, WorkerContext
 from workers.metrics import REGISTRY, STAGES
 from workers.pipeline import AnonymizeResult
@@ -45,16 +46,7 @@ class StandInAnonymizer:
             self.gate.wait()
         if self.fail:
             raise DetectionError("detector exploded")
-        return AnonymizeResult(
-            image=data,
-            content_type="image/png",
-            format=ImageFormat.PNG,
-            width=8,
-            height=8,
-            detections=[],
-            regions=[],
-            timings_ms=dict(PIPELINE_MS),
-        )
+        return passthrough_result(data, PIPELINE_MS)
 
 
 def sample(name: str, **labels: str) -> float:

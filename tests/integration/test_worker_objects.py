@@ -27,6 +27,7 @@ from shared.queue import open_pool
 from shared.settings import Settings
 from shared.storage import ObjectStore, StoredObject
 from shared.transfer import ObjectTransfer
+from tests.fakes import passthrough_result
 from workers.context import CTX_KEY, WorkerContext
 from workers.pipeline import AnonymizeResult
 from workers.sweeper import sweep
@@ -53,16 +54,7 @@ class Runner:
         self.logos.append(kwargs.get("logo"))
         if self.fail:
             raise DetectionError("detector exploded")
-        return AnonymizeResult(
-            image=data,
-            content_type="image/png",
-            format=ImageFormat.PNG,
-            width=8,
-            height=8,
-            detections=[],
-            regions=[],
-            timings_ms={},
-        )
+        return passthrough_result(data)
 
 
 class Spy(ObjectTransfer):
