@@ -128,16 +128,16 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
     plate_session: ProviderSession | None = None
     masks_session: Session | None = None
     try:
-        face_session: ProviderSession = _session(
+        face_session: ProviderSession = open_session(
             face_path, chosen, model_dir, openvino=chosen.faces_on_openvino, precision=chosen.face_model
         )
         if plate_files is not None:
-            plate_session = _session(
+            plate_session = open_session(
                 plate_files.body, chosen, model_dir, openvino=chosen.plate_model == "bf16", precision="bf16"
             )
             # Small windows per plate, never batched (see workers.detectors.plates); each window size would
             # be a new TensorRT engine, so CUDA runs them.
-            masks_session = _session(
+            masks_session = open_session(
                 plate_files.masks,
                 chosen,
                 model_dir,
@@ -148,7 +148,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
         # The second sources: onnxruntime, never batched, no TensorRT (their input sizes vary per photo).
         second = sources.second_sources(
             settings,
-            lambda path: _session(path, chosen, model_dir, openvino=False, tensorrt=False),
+            lambda path: open_session(path, chosen, model_dir, openvino=False, tensorrt=False),
             retinaface=lambda: ensure_retinaface(model_dir),
             text_models=lambda: _text_paths(ensure_text_models(model_dir)),
         )
@@ -192,7 +192,7 @@ def _text_paths(models: TextModels) -> tuple[Path, Path]:
     return models.det, models.rec
 
 
-def _session(
+def open_session(
     path: Path,
     chosen: Plan,
     model_dir: Path,
@@ -201,6 +201,8 @@ def _session(
     precision: str = "bf16",
     tensorrt: bool = True,
 ) -> ProviderSession:
+    """A session for one model file as ``chosen`` asks: OpenVINO, or onnxruntime on the plan's providers
+    (without TensorRT where inputs change size on every call, as the plate mask windows do)."""
     if openvino:
         return OpenVinoSession(
             path, streams=chosen.lanes, threads_per_stream=chosen.intra_op_threads, precision=precision

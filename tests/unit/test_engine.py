@@ -26,8 +26,8 @@ def test_plate_mask_windows_skip_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_p
     asked: list[list[str]] = []
     monkeypatch.setattr(engine, "create_session", lambda path, providers, **kw: asked.append(providers))
     chosen = plan(_worker(enable_tensorrt=True), GPU_BUILD, cores=8, fast_int8=True)
-    engine._session(tmp_path / "body.onnx", chosen, tmp_path, openvino=False)
-    engine._session(tmp_path / "masks.onnx", chosen, tmp_path, openvino=False, tensorrt=False)
+    engine.open_session(tmp_path / "body.onnx", chosen, tmp_path, openvino=False)
+    engine.open_session(tmp_path / "masks.onnx", chosen, tmp_path, openvino=False, tensorrt=False)
     assert asked == [[TENSORRT, CUDA, CPU], [CUDA, CPU]]
 
 
