@@ -59,8 +59,8 @@ def stack_processes() -> Iterator[tuple[str, psutil.Process]]:
 
 def machine_times() -> dict[str, float]:
     """The machine's CPU time counters so far, seconds (:data:`MACHINE_FIELDS` this platform has)."""
-    times = psutil.cpu_times()._asdict()
-    return {name: float(times[name]) for name in MACHINE_FIELDS if name in times}
+    times = psutil.cpu_times()
+    return {name: float(getattr(times, name)) for name in MACHINE_FIELDS if hasattr(times, name)}
 
 
 def machine_split(times: Mapping[str, float]) -> dict[str, float]:
