@@ -4,7 +4,6 @@ worker's ``expand_bulk`` (no models needed: it only reads headers), progress thr
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -21,11 +20,11 @@ from shared.jobstore import JobStore
 from shared.queue import deserialize, open_pool
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transfer import ObjectTransfer
+from tests.fakes import worker_state
 from tests.integration.conftest import ClientFactory
 from tests.integration.test_gateway_jobs import with_changes
 from workers.bulk import expand_bulk
-from workers.context import CTX_KEY, WorkerContext
+from workers.context import CTX_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +60,7 @@ async def _arq_status(pool: ArqRedis, settings: Settings, job_id: str) -> ArqSta
 
 
 def _ctx(settings: Settings, store: ObjectStore, redis: Redis, pool: ArqRedis) -> dict[str, Any]:
-    state = WorkerContext(
-        id="bulk-test",
-        settings=settings,
-        redis=redis,
-        store=store,
-        transfer=ObjectTransfer(store),
-        jobs=JobStore(redis, settings.redis.prefix),
-        anonymizer=None,  # type: ignore[arg-type]  # expand_bulk never runs detection
-        inference=ThreadPoolExecutor(1),
-    )
+    state = worker_state(settings, redis, store, name="bulk-test")
     return {CTX_KEY: state, "redis": pool}
 
 

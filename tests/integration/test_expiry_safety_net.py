@@ -6,19 +6,17 @@ before queueing its job, a logo whose facade and worker both lost track of it), 
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
 
 from shared.jobs import utcnow
-from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transfer import ObjectTransfer
+from tests.fakes import worker_state
 from workers import sweeper
-from workers.context import CTX_KEY, WorkerContext
+from workers.context import CTX_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +38,7 @@ async def test_the_hourly_sweep_deletes_stale_uploads_and_results(
         update={"uploads_prefix": f"{base}uploads/", "results_prefix": f"{base}results/"}
     )
     tuned = settings.model_copy(update={"s3": s3})
-    state = WorkerContext(
-        id="test",
-        settings=tuned,
-        redis=redis,
-        store=store,
-        transfer=ObjectTransfer(store),
-        jobs=JobStore(redis, tuned.redis.prefix),
-        anonymizer=None,  # type: ignore[arg-type]
-        inference=ThreadPoolExecutor(1),
-    )
+    state = worker_state(tuned, redis, store)
     keys = [
         f"{base}uploads/{uuid.uuid4().hex}",
         f"{base}uploads/logo-{uuid.uuid4().hex}",

@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import cv2
@@ -38,7 +37,7 @@ from shared.queue import (
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
-from tests.fakes import passthrough_result
+from tests.fakes import passthrough_result, worker_state
 from workers.context import CTX_KEY, WorkerContext
 from workers.main import STOP_SIGNALS, watch_stop_signals
 from workers.pipeline import AnonymizeResult
@@ -93,16 +92,7 @@ def _tuned(settings: Settings, **worker: Any) -> Settings:
 
 
 def _state(settings: Settings, store: ObjectStore, redis: Redis, anonymizer: Any, **kw: Any) -> WorkerContext:
-    return WorkerContext(
-        id="test",
-        settings=settings,
-        redis=redis,
-        store=store,
-        transfer=kw.get("transfer") or ObjectTransfer(store),
-        jobs=JobStore(redis, settings.redis.prefix),
-        anonymizer=anonymizer,
-        inference=ThreadPoolExecutor(1),
-    )
+    return worker_state(settings, redis, store, anonymizer, transfer=kw.get("transfer"))
 
 
 async def _submit(state: WorkerContext, **request: Any) -> JobRequest:

@@ -20,9 +20,9 @@ from shared.jobs import ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transfer import ObjectTransfer
+from tests.fakes import worker_state
 from tests.images import astronaut_bgr
-from workers.context import CTX_KEY, WorkerContext
+from workers.context import CTX_KEY
 from workers.engine import Engine, load_engine
 from workers.tasks import anonymize
 
@@ -83,16 +83,7 @@ async def test_a_small_photo_behind_a_large_one_is_not_timed_out_by_its_wait(
         update={"worker": settings.worker.model_copy(update={"detect_timeout_seconds": DETECT_TIMEOUT})}
     )
     lanes = WatchedLanes(1)
-    state = WorkerContext(
-        id="lane-test",
-        settings=tuned,
-        redis=redis,
-        store=store,
-        transfer=ObjectTransfer(store),
-        jobs=jobs,
-        anonymizer=one_lane_engine,
-        inference=lanes,
-    )
+    state = worker_state(tuned, redis, store, one_lane_engine, inference=lanes, name="lane-test")
     ctx = {CTX_KEY: state, "job_try": 1}
     # ~44 megapixels: dozens of model passes (face and plate tiles), far more than DETECT_TIMEOUT of work.
     large = np.tile(astronaut_bgr(), (12, 14, 1))

@@ -34,17 +34,17 @@ from redis.asyncio import Redis
 
 from shared.bulk import EXPAND_FUNCTION
 from shared.jobs import BlurOptions, JobStatus
-from shared.jobstore import JobStore
 from shared.logging import configure_logging
 from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, serialize
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
+from tests.fakes import worker_state
 from tests.integration.conftest import ClientFactory, GatewayClient
 from tests.webhook_receiver import Receiver
 from workers import imageops
 from workers.bulk import expand_bulk
-from workers.context import CTX_KEY, WorkerContext
+from workers.context import CTX_KEY
 from workers.detectors.base import RawDetection
 from workers.notify import DELIVER_FUNCTION, deliver_webhook
 from workers.pipeline import AnonymizeResult
@@ -202,15 +202,14 @@ def tuned(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def worker(tuned: Settings, store: ObjectStore, redis: Redis) -> AsyncIterator[Worker]:
-    state = WorkerContext(
-        id="privacy-test",
-        settings=tuned,
-        redis=redis,
-        store=store,
+    state = worker_state(
+        tuned,
+        redis,
+        store,
+        WholeImageBlur(),
         transfer=ObjectTransfer.open(store),
-        jobs=JobStore(redis, tuned.redis.prefix),
-        anonymizer=WholeImageBlur(),
         inference=ThreadPoolExecutor(2),
+        name="privacy-test",
     )
     arq_worker = Worker(
         functions=[

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import cv2
@@ -18,9 +17,8 @@ from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobReque
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transfer import ObjectTransfer
-from tests.fakes import passthrough_result
-from workers.context import CTX_KEY, WorkerContext
+from tests.fakes import passthrough_result, worker_state
+from workers.context import CTX_KEY
 from workers.pipeline import AnonymizeResult
 from workers.tasks import anonymize
 
@@ -72,16 +70,7 @@ async def _setup(
     jobs = JobStore(redis, settings.redis.prefix)
     await jobs.put(JobRecord(id=job_id, owner=request.owner, input=request.input, options=request.options))
     tuned = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
-    state = WorkerContext(
-        id="test",
-        settings=tuned,
-        redis=redis,
-        store=store,
-        transfer=ObjectTransfer(store),
-        jobs=jobs,
-        anonymizer=anonymizer,
-        inference=ThreadPoolExecutor(1),
-    )
+    state = worker_state(tuned, redis, store, anonymizer)
     return {CTX_KEY: state, "job_try": 1}, request, jobs
 
 

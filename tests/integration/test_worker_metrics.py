@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -20,9 +19,8 @@ from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobReque
 from shared.jobstore import JobStore
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transfer import ObjectTransfer
-from tests.fakes import passthrough_result
-from workers.context import CTX_KEY, WorkerContext
+from tests.fakes import passthrough_result, worker_state
+from workers.context import CTX_KEY
 from workers.metrics import REGISTRY, STAGES
 from workers.pipeline import AnonymizeResult
 from workers.tasks import anonymize
@@ -79,16 +77,7 @@ async def _job(
     )
     jobs = JobStore(redis, settings.redis.prefix)
     await jobs.put(JobRecord(id=job_id, owner=request.owner, input=request.input, options=request.options))
-    state = WorkerContext(
-        id="metrics-test",
-        settings=settings,
-        redis=redis,
-        store=store,
-        transfer=ObjectTransfer(store),
-        jobs=jobs,
-        anonymizer=anonymizer,
-        inference=ThreadPoolExecutor(1),
-    )
+    state = worker_state(settings, redis, store, anonymizer, name="metrics-test")
     return {CTX_KEY: state, "job_try": 1}, request.model_dump(mode="json")
 
 

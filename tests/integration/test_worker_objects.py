@@ -10,7 +10,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -22,12 +21,12 @@ from redis.asyncio import Redis
 from cli.embedded import free_port
 from shared.errors import DetectionError
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
-from shared.jobstore import JobStore, RunningJob, object_member
+from shared.jobstore import RunningJob, object_member
 from shared.queue import open_pool
 from shared.settings import Settings
 from shared.storage import ObjectStore, StoredObject
 from shared.transfer import ObjectTransfer
-from tests.fakes import passthrough_result
+from tests.fakes import passthrough_result, worker_state
 from workers.context import CTX_KEY, WorkerContext
 from workers.pipeline import AnonymizeResult
 from workers.sweeper import sweep
@@ -114,16 +113,7 @@ def _state(
     tuned = settings.model_copy(
         update={"redis": redis_settings, "worker": settings.worker.model_copy(update=worker)}
     )
-    return WorkerContext(
-        id="test",
-        settings=tuned,
-        redis=redis,
-        store=store,
-        transfer=Spy(store),
-        jobs=JobStore(redis, settings.redis.prefix),
-        anonymizer=runner,
-        inference=ThreadPoolExecutor(1),
-    )
+    return worker_state(tuned, redis, store, runner, transfer=Spy(store))
 
 
 def _logo_key(store: ObjectStore) -> str:
