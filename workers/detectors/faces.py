@@ -7,11 +7,10 @@ raw RGB 0..255 with no mean/std normalisation, and needs input sides that are mu
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms
+from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms, round_up, zoomed
 from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.3
@@ -21,10 +20,6 @@ STRIDE = 4
 _ALIGN = 32  # the network downsamples 5 times
 _INPUT = "input.1"
 _OUTPUTS = ["537", "538", "539", "540"]
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def decode(
@@ -67,15 +62,11 @@ class FaceDetector:
         photos are found far better at 2x), but never to a long side over ``max_side``."""
         image = as_rgb(image_rgb)
         h, w = image.shape[:2]
-        ratio = min(max(1.0, upscale), max_side / max(h, w))
-        if ratio > 1.0 and ratio < 1.1:  # not worth the cost of an upscaled pass
-            ratio = 1.0
-        new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-        interp = cv2.INTER_AREA if ratio < 1.0 else cv2.INTER_LINEAR
-        resized = image if ratio == 1.0 else cv2.resize(image, (new_w, new_h), interpolation=interp)
+        resized = zoomed(image, upscale, max_side)
+        new_h, new_w = resized.shape[:2]
         # Pad bottom/right instead of stretching: keeps the aspect ratio exact.
         step = self.input_multiple
-        blob = np.zeros((1, 3, _round_up(new_h, step), _round_up(new_w, step)), dtype=np.float32)
+        blob = np.zeros((1, 3, round_up(new_h, step), round_up(new_w, step)), dtype=np.float32)
         blob[0, :, :new_h, :new_w] = resized.transpose(2, 0, 1)
         heatmap, scale, offset, _landmarks = self._infer(blob)
         boxes, scores = decode(heatmap, scale, offset, min_score)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from workers.detectors.base import FloatArray, Polygon, RawDetection, as_rgb, clip_boxes, nms
+from workers.detectors.base import FloatArray, Polygon, RawDetection, as_rgb, clip_boxes, nms, round_up
 from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.25
@@ -47,10 +47,6 @@ def _sigmoid(x: FloatArray) -> FloatArray:
     # Clipped: float16 logits far below -88 would overflow exp in float32 (the sigmoid is 0 there anyway).
     out: FloatArray = (1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))).astype(np.float32)
     return out
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 @functools.lru_cache(maxsize=32)
@@ -111,7 +107,7 @@ class PlateDetector:
         if self.square:
             canvas_h = canvas_w = INPUT_SIDE
         else:
-            canvas_h, canvas_w = _round_up(new_h, _ALIGN), _round_up(new_w, _ALIGN)
+            canvas_h, canvas_w = round_up(new_h, _ALIGN), round_up(new_w, _ALIGN)
         interp = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
         left, top = (canvas_w - new_w) // 2, (canvas_h - new_h) // 2

@@ -13,11 +13,10 @@ from __future__ import annotations
 import functools
 import math
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms
+from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms, round_up, zoomed
 from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.5
@@ -56,10 +55,6 @@ def decode(loc: FloatArray, prior: FloatArray) -> FloatArray:
     return boxes
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 class RetinaFaceDetector:
     """Wraps an onnxruntime session of the RetinaFace ONNX (dynamic input size)."""
 
@@ -77,13 +72,9 @@ class RetinaFaceDetector:
         over ``max_side`` (like :class:`workers.detectors.faces.FaceDetector`)."""
         image = as_rgb(image_rgb)
         h, w = image.shape[:2]
-        ratio = min(max(1.0, upscale), max_side / max(h, w))
-        if 1.0 < ratio < 1.1:
-            ratio = 1.0
-        new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-        interp = cv2.INTER_AREA if ratio < 1.0 else cv2.INTER_LINEAR
-        resized = image if ratio == 1.0 else cv2.resize(image, (new_w, new_h), interpolation=interp)
-        in_h, in_w = _round_up(new_h, _ALIGN), _round_up(new_w, _ALIGN)
+        resized = zoomed(image, upscale, max_side)
+        new_h, new_w = resized.shape[:2]
+        in_h, in_w = round_up(new_h, _ALIGN), round_up(new_w, _ALIGN)
         blob = np.zeros((1, 3, in_h, in_w), dtype=np.float32)
         blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
         blob[0, :, :new_h, :new_w] -= np.asarray(MEAN_BGR, dtype=np.float32)[:, None, None]
