@@ -128,7 +128,9 @@ class WorkerSettings(BaseModel):
     plate_text: Literal["on", "fallback", "off"] = "on"
     plate_text_min_score: float = Field(default=0.6, ge=0, le=1)  # the text detector's score of a line
     plate_text_read_min_score: float = Field(default=0.5, ge=0, le=1)  # the recogniser's score of its text
-    plate_text_max_side: int = Field(default=640, ge=320, le=4096)  # long side the text detector runs at
+    # Long side the text detector runs at. Default: 640 beside platedet; 1280 in `permissive`, where text
+    # is the only plate source and small plates need the photo's own resolution.
+    plate_text_max_side: int | None = Field(default=None, ge=320, le=4096)
     # Read each candidate and keep only plate-like text (off: shape alone decides; more false positives).
     plate_text_read: bool = True
     # Throughput (workers/plan.py). Images processed at once, each through the whole pipeline;

@@ -47,6 +47,12 @@ def uses_text(settings: WorkerSettings) -> bool:
     return settings.plate_text != "off"
 
 
+def text_max_side(settings: WorkerSettings) -> int:
+    if settings.plate_text_max_side is not None:
+        return settings.plate_text_max_side
+    return 640 if uses_platedet(settings) else 1280
+
+
 def model_names(settings: WorkerSettings, *, face_model: str, plate_model: str) -> list[str]:
     """What the worker announces it runs: ``centerface-<precision>``, ``retinaface-mnet025``,
     ``platedet-<precision>``, ``ppocr-v4-det`` and ``ppocr-v4-rec`` (the last only when reading)."""
@@ -86,7 +92,7 @@ def second_sources(
     text: TextPlateDetector | None = None
     if uses_text(settings):
         det_path, rec_path = text_models()
-        detector = TextDetector(open_session(det_path), max_side=settings.plate_text_max_side)
+        detector = TextDetector(open_session(det_path), max_side=text_max_side(settings))
         recognizer = TextRecognizer(open_session(rec_path)) if settings.plate_text_read else None
         text = TextPlateDetector(detector, recognizer, min_text_score=settings.plate_text_read_min_score)
     return SecondSources(retinaface=face, plate_text=text)

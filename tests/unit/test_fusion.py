@@ -258,3 +258,9 @@ def test_model_names_per_profile() -> None:
     sources_mod.check_profile(off)
     with pytest.raises(ModelsNotReadyError, match="PLATE_TEXT"):
         sources_mod.check_profile(WorkerSettings(models="permissive", plate_text="off"))
+
+
+def test_text_runs_at_the_photos_resolution_when_it_is_the_only_plate_source() -> None:
+    assert sources_mod.text_max_side(WorkerSettings()) == 640
+    assert sources_mod.text_max_side(WorkerSettings(models="permissive")) == 1280
+    assert sources_mod.text_max_side(WorkerSettings(models="permissive", plate_text_max_side=960)) == 960

@@ -39,7 +39,20 @@ from workers.models.fetch import ModelSpec, bytes_literal
 
 @pytest.mark.parametrize(
     "text",
-    ["AB 123 CD", "BRA2E19", "7ABC123", "B-MW 1234", "M·AB 123", "12345", "ABC-1234", "KA01AB1234", "1A2B"],
+    [
+        "AB 123 CD",
+        "BRA2E19",
+        "7ABC123",
+        "B-MW 1234",
+        "M·AB 123",
+        "12345",
+        "ABC-1234",
+        "KA01AB1234",
+        "1A2B",
+        "SG:47471",
+        "1B1:9839",
+        "1Z7：5233",
+    ],
 )
 def test_plate_like_accepts_plates(text: str) -> None:
     assert plate_like(text)
@@ -54,6 +67,10 @@ def test_plate_like_accepts_plates(text: str) -> None:
         "A1",  # too short
         "ABCDEFGH12345",  # too long
         "12:34:56",  # a time
+        "12:30",
+        "9:05PM",
+        "AM 10:15",
+        "1234:56789",  # a ':' and no letter
         "2019/05/12",  # a date
         "info@shop.de",
         "50%",

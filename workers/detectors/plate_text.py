@@ -13,6 +13,8 @@ The detection box is the text line grown to the plate around it: ``ACROSS`` of i
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +42,11 @@ JOIN_HEIGHT_RATIO = 1.6
 MIN_CHARS = 4
 MAX_CHARS = 10
 SEPARATORS = frozenset(" -.·•")
-FORBIDDEN = frozenset(":/@%")  # times, dates, addresses and percentages, never on a plate
+FORBIDDEN = frozenset("/@%")  # dates, addresses and percentages, never on a plate
+# Czech, Slovak, Austrian... plates carry a coat of arms or a seal between their groups, which the
+# recogniser reads as ':'. One ':' counts as a separator in text with a letter; a time ("12:30", "9:05PM")
+# never does.
+TIME = re.compile(r"(?<![0-9A-Z])[0-9]{1,2}:[0-9]{2}(?![0-9])")
 MAX_OTHER = 1  # other symbols tolerated (recogniser noise from screws, seals, stickers)
 MIN_TEXT_SCORE = 0.5
 REC_HEIGHT = 48
@@ -56,9 +62,12 @@ class TextDetection(RawDetection):
 
 def plate_like(text: str) -> bool:
     """4-10 letters and digits (separators " -." aside), at least one digit, and a letter or >= 5 digits;
-    no ':' '/' '@' '%', at most one other symbol."""
+    no '/' '@' '%', no time, at most one ':' (with a letter) and one other symbol."""
+    text = unicodedata.normalize("NFKC", text).strip()  # full-width "：" is ":"
+    if text.count(":") > 1 or TIME.search(text.upper()):
+        return False
     letters = digits = other = 0
-    for ch in text.strip():
+    for ch in text.replace(":", " "):
         if ch in FORBIDDEN:
             return False
         if ch.isdigit():
@@ -69,6 +78,8 @@ def plate_like(text: str) -> bool:
             other += 1
     chars = letters + digits
     if not MIN_CHARS <= chars <= MAX_CHARS or other > MAX_OTHER:
+        return False
+    if ":" in text and letters == 0:
         return False
     return digits >= 1 and (letters >= 1 or digits >= 5)
 
