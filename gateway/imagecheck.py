@@ -15,6 +15,10 @@ take the gateway's memory). Wholeness comes from the file's structure, which cos
 Damage inside compressed data that keeps the structure whole (flipped bytes in a PNG's IDAT or a JPEG's
 scan) passes here; the worker's decode finds it and fails the job with ``VALIDATION_ERROR``. Decoding here
 would repeat the worker's own decode for every image to catch that rare case.
+Structure is checked before Pillow reads the header, so a truncated file is reported as truncated. Other
+formats are 415, named where known (GIF, SVG, HEIF...); so are animated PNG and WebP
+(:func:`shared.imageformat.is_animated`): Veil blurs still images, and a decoder shows only an
+animation's first frame.
 CPU work: async callers go through :func:`gateway.submission.inspect`, in a thread for PNG and WebP.
 """
 
@@ -26,7 +30,7 @@ import struct
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
-from shared.imageformat import sniff_format
+from shared.imageformat import is_animated, sniff_format
 from shared.jobs import ImageFormat, InputInfo
 from shared.jpeg import START_OF_SCAN, header_segments
 from shared.settings import LimitSettings
@@ -44,6 +48,8 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "PDF"),
 )
 _SUPPORTED = "JPEG, PNG or WebP"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SVG_HEAD_BYTES = 4096  # an XML declaration, comments and a doctype may come before the <svg> element
 _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -60,7 +66,15 @@ def supported_format(data: bytes) -> ImageFormat:
     for signature, name in _UNSUPPORTED_SIGNATURES:
         if data.startswith(signature):
             raise UnsupportedMediaError(f"{name} images are not supported; send {_SUPPORTED}")
+    if _looks_like_svg(data):
+        raise UnsupportedMediaError(f"SVG images are not supported; send {_SUPPORTED}")
     raise UnsupportedMediaError(f"not a supported image; send {_SUPPORTED}")
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    """Markup with an ``<svg`` element near its start (only to name it in the 415 answer)."""
+    head = data[:_SVG_HEAD_BYTES].removeprefix(_UTF8_BOM).lstrip().lower()
+    return head.startswith(b"<") and b"<svg" in head
 
 
 def jpeg_is_complete(data: bytes) -> bool:
@@ -140,26 +154,38 @@ def inspect_image(data: bytes, limits: LimitSettings) -> InputInfo:
     """Sniff, open (headers only) and check ``data`` (see the module's text); returns the
     orientation-corrected size and the format. Never decodes pixels.
 
-    Raises 415 for unsupported formats, 413 when the image has too many pixels or too long a side, and
-    400 when it is truncated or corrupt.
+    Raises 415 for unsupported formats and animations, 413 when the image has too many pixels or too long
+    a side, and 400 when it is truncated or corrupt.
     """
     image_format = supported_format(data)
+    if is_animated(data):
+        raise UnsupportedMediaError(
+            f"animated {image_format.name} images are not supported: Veil blurs still images;"
+            f" send one frame as {_SUPPORTED}"
+        )
+    png_exif: bytes | None = None
+    if image_format is ImageFormat.PNG:
+        png_exif = png_structure(data)
+    elif image_format is ImageFormat.WEBP:
+        webp_structure(data)
     try:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[image_format]]) as image:
             width, height = image.size
             _check_dimensions(width, height, limits)
-            if image_format is ImageFormat.JPEG:
+            if image_format is ImageFormat.PNG:
+                orientation = _orientation(png_exif)
+            else:  # JPEG and WebP: from the header, no decode
                 orientation = image.getexif().get(_EXIF_ORIENTATION)
-                if not jpeg_is_complete(data):
-                    raise ValidationError("the JPEG image is truncated: its scan data has no end marker")
-            elif image_format is ImageFormat.PNG:
-                orientation = _orientation(png_structure(data))
-            else:
-                webp_structure(data)
-                orientation = image.getexif().get(_EXIF_ORIENTATION)  # read from the header, no decode
+            if image_format is ImageFormat.JPEG and not jpeg_is_complete(data):
+                raise ValidationError("the JPEG image is truncated: its scan data has no end marker")
     except Image.DecompressionBombError as exc:
-        raise PayloadTooLargeError(f"the image has too many pixels: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        # Pillow's own ceiling (far above Veil's) was hit before the size could be read back.
+        raise PayloadTooLargeError(
+            f"the image has too many pixels, over the limit of {limits.max_pixels}"
+        ) from exc
+    except UnidentifiedImageError as exc:  # its text names Pillow's buffer object: not for the client
+        raise ValidationError(f"the {image_format.name} image is corrupt: its header cannot be read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ValidationError(f"the {image_format.name} image is corrupt or truncated: {exc}") from exc
     if orientation in _ROTATED_ORIENTATIONS:
         width, height = height, width

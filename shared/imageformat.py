@@ -1,17 +1,63 @@
 """Which of the supported image formats a file is, from its first bytes (never from a name or a client's
-content type). Both sides use it: the gateway to refuse other formats, the worker to pick its decoder."""
+content type). Both sides use it: the gateway to refuse other formats, the worker to pick its decoder.
+
+Animations are refused on both sides (:func:`is_animated`): a PNG or WebP decoder hands back the first
+frame only, so blurring one would silently turn an animation into a still of its first frame.
+"""
 
 from __future__ import annotations
 
+import struct
+
 from shared.jobs import ImageFormat
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte
+_WEBP_ANIMATION_CHUNKS = frozenset({b"ANIM", b"ANMF"})
 
 
 def sniff_format(data: bytes) -> ImageFormat | None:
     """JPEG, PNG or WebP by magic bytes; None for anything else."""
     if data[:3] == b"\xff\xd8\xff":
         return ImageFormat.JPEG
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+    if data[:8] == PNG_SIGNATURE:
         return ImageFormat.PNG
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ImageFormat.WEBP
     return None
+
+
+def is_animated(data: bytes) -> bool:
+    """Whether a PNG or WebP declares an animation: an APNG's ``acTL`` chunk (before its image data, as
+    the APNG spec puts it), a WebP's animation flag or animation chunks. Reads chunk headers only, so a
+    file's first bytes are enough (what is not there is not looked for); False for other formats."""
+    fmt = sniff_format(data)
+    if fmt is ImageFormat.PNG:
+        return _png_is_animated(data)
+    if fmt is ImageFormat.WEBP:
+        return _webp_is_animated(data)
+    return False
+
+
+def _png_is_animated(data: bytes) -> bool:
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"acTL":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        pos += 12 + length  # length, type, data, CRC
+    return False
+
+
+def _webp_is_animated(data: bytes) -> bool:
+    pos = 12  # after "RIFF", the size and "WEBP"
+    while pos + 8 <= len(data):
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        if kind in _WEBP_ANIMATION_CHUNKS:
+            return True
+        if kind == b"VP8X" and pos + 8 < len(data) and data[pos + 8] & _WEBP_ANIMATION_FLAG:
+            return True
+        pos += 8 + length + (length & 1)  # chunks are padded to an even length
+    return False

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import PayloadTooLargeError, PermanentError, ValidationError
-from shared.imageformat import sniff_format
+from shared.imageformat import is_animated, sniff_format
 from shared.jobs import ImageFormat
 from shared.jpeg import header_segments
 from workers import metadata
@@ -59,8 +59,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def probe(data: bytes) -> tuple[ImageFormat, int, int]:
-    """Format and stored size from the header alone, so oversized images are refused before decoding."""
+    """Format and stored size from the header alone, so oversized images are refused before decoding.
+    Animated PNG and WebP are refused too: the decoder would hand back their first frame only."""
     fmt = sniff_format(data)
+    if is_animated(data):
+        raise ValidationError("animated images are not supported: Veil blurs still images")
     size: tuple[int, int] | None = None
     if fmt is ImageFormat.JPEG:
         size = _jpeg_size(data)

@@ -146,7 +146,9 @@ def orientation(tiff: bytes) -> int:
     if found is None:
         return 1
     order, offset = found
-    (value,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+    if offset + 2 > len(tiff):  # the entry is cut off before its value
+        return 1
+    (value,) = struct.unpack_from(order + "H", tiff, offset)
     return value if 1 <= value <= 8 else 1
 
 

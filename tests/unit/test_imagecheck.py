@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import pytest
 from PIL import Image
 
 from gateway.imagecheck import inspect_image, jpeg_is_complete
-from shared.errors import ValidationError
+from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
 from shared.settings import LimitSettings
 from tests.images import astronaut_rgb
 
@@ -47,3 +48,39 @@ def test_truncated_jpegs_fail_even_with_an_end_marker_in_the_exif_thumbnail() ->
             inspect_image(cut, LimitSettings())
     assert not jpeg_is_complete(b"\xff\xd8\xff\xe0\x00\x01")  # a segment length below 2
     assert not jpeg_is_complete(b"\xff\xd8")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+        b'\xef\xbb\xbf\n  <?xml version="1.0"?>\n<!-- a drawing -->\n<SVG width="1" height="1"></SVG>',
+        b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x.dtd"><svg/>',
+    ],
+)
+def test_svg_is_415_naming_it(data: bytes) -> None:
+    with pytest.raises(UnsupportedMediaError, match=r"^SVG images are not supported"):
+        inspect_image(data, LimitSettings())
+
+
+def test_other_markup_is_415_without_a_name() -> None:
+    with pytest.raises(UnsupportedMediaError, match=r"^not a supported image"):
+        inspect_image(b"<html><body>no drawing here</body></html>", LimitSettings())
+
+
+def test_a_header_past_pillows_own_ceiling_is_413_with_veils_limit() -> None:
+    """60000x60000 (3.6 G pixels) trips Pillow's decompression-bomb check before the size is read back:
+    the answer names Veil's limit, not Pillow's."""
+    data = bytearray(_jpeg())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)
+    limits = LimitSettings()
+    with pytest.raises(PayloadTooLargeError) as refused:
+        inspect_image(bytes(data), limits)
+    assert refused.value.message == f"the image has too many pixels, over the limit of {limits.max_pixels}"
+
+
+def test_an_unreadable_header_is_400_without_pillows_internals() -> None:
+    with pytest.raises(ValidationError) as refused:
+        inspect_image(b"\xff\xd8\xff" + b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, LimitSettings())
+    assert refused.value.message == "the JPEG image is corrupt: its header cannot be read"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from gateway.imagecheck import inspect_image
-from shared.errors import PayloadTooLargeError, ValidationError
+from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
 from shared.jobs import ImageFormat
 from shared.settings import LimitSettings
 from tests.images import astronaut_rgb
@@ -141,16 +141,28 @@ def _animated(fmt: str) -> bytes:
         pytest.param(_png() + b"trailing bytes", id="png-trailing"),
         pytest.param(_encode(Image.new("LA", (40, 30)), "PNG"), id="png-la"),
         pytest.param(_encode(Image.new("P", (40, 30)), "PNG", transparency=0), id="png-palette"),
-        pytest.param(_animated("PNG"), id="apng"),
         pytest.param(_webp(), id="webp-lossy"),
         pytest.param(_webp(lossless=True), id="webp-lossless"),
         pytest.param(_encode(Image.new("RGBA", (40, 30)), "WEBP"), id="webp-alpha"),
-        pytest.param(_animated("WEBP"), id="webp-animated"),
     ],
 )
 def test_whole_images_pass(data: bytes) -> None:
     info = inspect_image(data, LimitSettings())
     assert info.width > 0 and info.height > 0
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        pytest.param(_animated("PNG"), "PNG", id="apng"),
+        pytest.param(_animated("WEBP"), "WEBP", id="webp-animated"),
+        pytest.param(_animated("WEBP")[:-10], "WEBP", id="webp-animated-cut"),
+    ],
+)
+def test_animations_are_415(data: bytes, name: str) -> None:
+    """A decoder shows an animation's first frame only: refused, not silently turned into a still."""
+    with pytest.raises(UnsupportedMediaError, match=f"animated {name} images are not supported"):
+        inspect_image(data, LimitSettings())
 
 
 def _without_iend(data: bytes) -> bytes:
@@ -169,7 +181,7 @@ def _without_iend(data: bytes) -> bytes:
         pytest.param(_webp()[: len(_webp()) // 2], id="webp-half"),
         pytest.param(_webp()[:-1], id="webp-last-byte"),
         pytest.param(_webp(lossless=True)[:40], id="webp-lossless-cut"),
-        pytest.param(_animated("WEBP")[:-10], id="webp-animated-cut"),
+        pytest.param(_encode(Image.new("RGBA", (40, 30)), "WEBP")[:-10], id="webp-extended-cut"),
     ],
 )
 def test_truncated_images_are_400(data: bytes) -> None:

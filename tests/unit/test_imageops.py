@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from typing import Any
@@ -8,12 +9,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from PIL import Image
 
 from shared.errors import PayloadTooLargeError, ValidationError
-from shared.imageformat import sniff_format
+from shared.imageformat import is_animated, sniff_format
 from shared.jobs import ImageFormat
 from tests.images import astronaut_bgr
-from workers import imageops
+from workers import imageops, metadata
 
 BIG = 10**9
 
@@ -45,11 +47,27 @@ def _jpeg_with_orientation(pixels: npt.NDArray[np.uint8], value: int) -> bytes:
     return jpeg[:2] + app1 + jpeg[2:]
 
 
-def _png_with_orientation(pixels: npt.NDArray[Any], value: int) -> bytes:
+def _png_with_exif(pixels: npt.NDArray[Any], body: bytes) -> bytes:
     png = _encode(pixels, ".png")
-    body = _tiff_orientation(value)
     chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
     return png[:33] + chunk + png[33:]  # right after IHDR (8 + 25 bytes)
+
+
+def _png_with_orientation(pixels: npt.NDArray[Any], value: int) -> bytes:
+    return _png_with_exif(pixels, _tiff_orientation(value))
+
+
+def _pillow(pixels: npt.NDArray[np.uint8], fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels[:, :, ::-1])).save(out, fmt, **params)
+    return out.getvalue()
+
+
+def _animated(fmt: str) -> bytes:
+    first, second = (Image.fromarray(np.ascontiguousarray(p[:, :, ::-1])) for p in (_photo(), _photo()[::-1]))
+    out = io.BytesIO()
+    first.save(out, fmt, save_all=True, append_images=[second], duration=100, loop=0)
+    return out.getvalue()
 
 
 # -- decode ------------------------------------------------------------------------------------------------
@@ -120,6 +138,37 @@ def test_png_orientation_applied(orientation: int) -> None:
     reference = imageops.decode(_jpeg_with_orientation(pixels, orientation), max_pixels=BIG)
     assert image.pixels.shape == reference.pixels.shape
     assert np.abs(image.bgr.astype(int) - reference.bgr.astype(int)).mean() < 8
+
+
+# IFD0 with one Orientation entry that ends after its tag and type: the value is past the block's end.
+_CUT_ORIENTATION = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HH", 0x0112, 3)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_orientation_cut_off_before_its_value_is_upright_not_a_failure(fmt: str) -> None:
+    """Unreadable EXIF is dropped whole (as the gateway's check reads it): decoded as stored."""
+    pixels = _photo(60, 100)
+    if fmt == "PNG":
+        data = _png_with_exif(pixels, _CUT_ORIENTATION)
+    else:
+        data = _pillow(pixels, "WEBP", lossless=True, exif=_CUT_ORIENTATION)
+    assert metadata.exif_payload(data, imageops.probe(data)[0]) == _CUT_ORIENTATION
+    image = imageops.decode(data, max_pixels=BIG)
+    assert np.array_equal(image.bgr, pixels)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animations_are_refused_from_their_first_bytes(fmt: str) -> None:
+    """The decoder would return the first frame only; bulk probes read a header prefix, which is enough."""
+    data = _animated(fmt)
+    assert is_animated(data) and is_animated(data[:64])
+    assert not is_animated(_pillow(_photo(), fmt))
+    for blob in (data, data[:64]):
+        with pytest.raises(ValidationError, match="animated images are not supported"):
+            imageops.probe(blob)
+    with pytest.raises(ValidationError, match="animated images are not supported"):
+        imageops.decode(data, max_pixels=BIG)
 
 
 @pytest.mark.parametrize(

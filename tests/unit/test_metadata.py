@@ -257,3 +257,9 @@ def test_an_oversized_allowlisted_value_is_skipped() -> None:
     with Image.open(io.BytesIO(metadata.with_exif(_encoded(".png"), ImageFormat.PNG, block))) as image:
         exif = image.getexif()
     assert dict(exif) == {0x010F: "VeilCam", 0x0112: 1}
+
+
+def test_an_orientation_entry_cut_off_before_its_value_reads_as_upright() -> None:
+    # IFD0 with one Orientation SHORT entry whose value bytes are missing (found by tests/malformed.py).
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHI", 0x0112, 3, 1)
+    assert metadata.orientation(tiff) == 1
