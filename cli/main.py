@@ -75,9 +75,10 @@ def keys_create(data_dir: Path, name: str) -> None:
 @keys.command("list")
 @click.pass_obj
 def keys_list(data_dir: Path) -> None:
-    """List keys (ids and names; never the keys)."""
+    """List keys (ids and names; never the keys); short-lived keys (the demo's) with their expiry."""
     for key in with_key_store(settings_for_cli(data_dir), lambda store: store.list()):
-        click.echo(f"{key.id}\t{key.name}\t{key.created_at}")
+        expires = f"\texpires {key.expires_at}" if key.expires_at is not None else ""
+        click.echo(f"{key.id}\t{key.name}\t{key.created_at}{expires}")
 
 
 @keys.command("revoke")

@@ -3,11 +3,13 @@
 Children run in their own process groups, supervised (:mod:`cli.supervisor`): once the stack is up, a child
 that exits is started again where it was, with backoff, and the others keep running. Ctrl-C (or SIGTERM)
 stops them in reverse order. The URLs of the running stack are written to ``<data_dir>/stack.json`` so
-other ``veil`` commands find it.
+other ``veil`` commands find it. Once it is ready it prints a link to the web demo carrying a key of its
+own that expires after an hour (:data:`DEMO_KEY_TTL_SECONDS`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -19,6 +21,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cli.embedded import (
     EmbeddedError,
@@ -32,8 +37,13 @@ from cli.embedded import (
     start_seaweed,
 )
 from cli.supervisor import GaveUp, Supervisor
+from shared.apikeys import ApiKeyStore
+from shared.settings import load_settings
 
 STACK_FILE = "stack.json"
+# The demo link's key: long enough to try the page, short enough that a link left in a terminal's
+# scrollback or a browser's history soon opens nothing.
+DEMO_KEY_TTL_SECONDS = 3600
 
 
 def read_stack_file(data_dir: Path) -> dict[str, str]:
@@ -82,16 +92,34 @@ def wait_ready(url: str, timeout: float, services: list[Service]) -> None:
     raise EmbeddedError(f"the stack was not ready within {timeout:.0f}s; see the logs in the data dir")
 
 
+async def create_demo_key(redis_url: str, prefix: str, ttl_seconds: int = DEMO_KEY_TTL_SECONDS) -> str:
+    """A new API key named ``demo`` that expires after ``ttl_seconds``; returns the token."""
+    redis = Redis.from_url(redis_url)
+    try:
+        token, _key = await ApiKeyStore(redis, prefix).create("demo", ttl_seconds=ttl_seconds)
+    finally:
+        await redis.aclose()
+    return token
+
+
+def demo_link(url: str, token: str) -> str:
+    """The web demo with its key in the fragment: browsers never send a fragment to the server."""
+    return f"{url}/demo#key={token}"
+
+
 @dataclass
 class Stack:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8080
     supervisor: Supervisor = field(default_factory=Supervisor)
+    redis_url: str = ""  # set by start()
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        # A wildcard bind is reached on loopback from this machine.
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def services(self) -> list[Service]:
@@ -104,6 +132,7 @@ class Stack:
         redis = self.supervisor.start("redis", partial(start_redis, redis_dir, port=free_port()))
         start_weed = partial(start_seaweed, seaweed_dir, ports=seaweed_ports())
         seaweed = self.supervisor.start("seaweedfs", start_weed)
+        self.redis_url = redis.url
         env = {
             "VEIL_REDIS__URL": redis.url,
             **s3_environment(seaweed),
@@ -114,6 +143,12 @@ class Stack:
             self.supervisor.start(name, partial(start_veil_process, name, module, env, self.data_dir))
         (self.data_dir / STACK_FILE).write_text(json.dumps({**env, "url": self.url}, indent=2))
         wait_ready(self.url, ready_timeout, self.services)
+
+    def demo_link(self) -> str:
+        """A link to the web demo with a fresh key valid for :data:`DEMO_KEY_TTL_SECONDS`."""
+        # The children read the same environment: the key lands under the prefix the gateway reads.
+        prefix = load_settings().redis.prefix
+        return demo_link(self.url, asyncio.run(create_demo_key(self.redis_url, prefix)))
 
     def stop(self) -> None:
         self.supervisor.stop()
@@ -151,8 +186,13 @@ def run_up(data_dir: Path, host: str, port: int) -> int:
     except KeyboardInterrupt:
         stack.stop()
         return 130
+    try:
+        demo = f"{stack.demo_link()}   (its key expires in {DEMO_KEY_TTL_SECONDS // 60} min)"
+    except (RedisError, OSError) as exc:
+        demo = f"unavailable: could not create a demo key ({exc})"
     print(
         f"\nVeil is up at {stack.url}\n"
+        f"  Demo:                {demo}\n"
         f"  Create an API key:   .venv/bin/veil keys create --name me\n"
         f'  Blur a photo:        curl -H "X-API-Key: $KEY" -F image=@photo.jpg {stack.url}/v1/jobs\n'
         f"  Logs:                {data_dir}/*.log\n"

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import PayloadTooLargeError, ValidationError
 from shared.jobs import JobRecord, JobStatus
@@ -27,8 +30,31 @@ OBJECTS_TO_HIDE: dict[str, tuple[str, ...]] = {
     "license plates only": ("plates",),
 }
 OUTPUTS = ("url", "base64")
-CLASS_NAMES = {"face": "Face", "plate": "License plate"}
+CLASS_NAMES: dict[str, Literal["Face", "License plate"]] = {"face": "Face", "plate": "License plate"}
 REQUEST_KEYS = ("objects_to_hide", "output", "wait")
+
+
+class Api4aiBox(BaseModel):
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class Api4aiObject(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: Literal["Face", "License plate"] = Field(alias="class")
+    box: Api4aiBox = Field(description="Normalised to 0..1 of the image's width and height.")
+
+
+class Api4aiFields(BaseModel):
+    """What api4ai's clients read, added to a succeeded job's JSON."""
+
+    objects: list[Api4aiObject]
+    format: Literal["JPEG", "PNG", "WEBP"]
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,7 @@ def parse_output(value: object) -> str:
 
 def parse_wait(value: object, max_wait: float) -> float:
     """``wait`` in seconds (``true``: the longest allowed), capped at ``max_wait``."""
-    if value is None or value is False:
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() == "false"):
         return 0.0
     if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
         return max_wait
@@ -95,15 +121,15 @@ def image_bytes(value: object, max_bytes: int) -> bytes:
     return bytes(data)
 
 
-def objects(record: JobRecord) -> list[dict[str, object]]:
+def objects(record: JobRecord) -> list[Api4aiObject]:
     """Detections as api4ai objects: class name and a box normalised to the image."""
     info = record.known_input()
     width, height = info.width, info.height
-    found: list[dict[str, object]] = []
+    found: list[Api4aiObject] = []
     for det in record.detections:
         x1, y1, x2, y2 = det.box
-        box = {"x": x1 / width, "y": y1 / height, "w": (x2 - x1) / width, "h": (y2 - y1) / height}
-        found.append({"class": CLASS_NAMES[det.class_], "box": box})
+        box = Api4aiBox(x=x1 / width, y=y1 / height, w=(x2 - x1) / width, h=(y2 - y1) / height)
+        found.append(Api4aiObject(class_=CLASS_NAMES[det.class_], box=box))
     return found
 
 
@@ -112,9 +138,7 @@ def view(record: JobRecord) -> dict[str, object]:
     if record.status is not JobStatus.SUCCEEDED:
         return {}
     info = record.known_input()
-    return {
-        "objects": objects(record),
-        "format": info.format.name,
-        "width": info.width,
-        "height": info.height,
-    }
+    fields = Api4aiFields.model_validate(
+        {"objects": objects(record), "format": info.format.name, "width": info.width, "height": info.height}
+    )
+    return fields.model_dump(by_alias=True)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CONTRACT_VERSION = 1
 
@@ -53,24 +53,46 @@ class ImageFormat(StrEnum):
         return "jpg" if self is ImageFormat.JPEG else self.value
 
 
+Box4 = tuple[int, int, int, int]  # xmin, ymin, xmax, ymax
+
+
+def _ordered_box(value: Box4) -> Box4:
+    if value[0] >= value[2] or value[1] >= value[3]:
+        raise ValueError("box must have xmin < xmax and ymin < ymax")
+    return value
+
+
 class Exclusion(BaseModel):
     """Where detections are ignored: margins in percent of the image's height (top/bottom) or width
-    (left/right), and/or a box in pixels. A detection is excluded when its centre lies in either."""
+    (left/right), and/or boxes in pixels. A detection is excluded when its centre lies in any of them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    top: float = Field(default=0, ge=0, le=100)
-    left: float = Field(default=0, ge=0, le=100)
-    bottom: float = Field(default=0, ge=0, le=100)
-    right: float = Field(default=0, ge=0, le=100)
-    box: tuple[int, int, int, int] | None = None  # xmin, ymin, xmax, ymax
+    top: float = Field(default=0, ge=0, le=100, description="Margin at the top, in percent of the height.")
+    left: float = Field(default=0, ge=0, le=100, description="Margin at the left, in percent of the width.")
+    bottom: float = Field(
+        default=0, ge=0, le=100, description="Margin at the bottom, in percent of the height."
+    )
+    right: float = Field(default=0, ge=0, le=100, description="Margin at the right, in percent of the width.")
+    box: Box4 | None = Field(default=None, description="A box in pixels: [xmin, ymin, xmax, ymax].")
+    # Further boxes (Plate Recognizer's repeated xmin/ymin/xmax/ymax). Left out of the JSON when empty, so
+    # workers of before this field still take the jobs that don't use it.
+    more_boxes: tuple[Box4, ...] = Field(
+        default=(),
+        max_length=20,
+        exclude_if=lambda value: not value,
+        description="Further boxes in pixels, each [xmin, ymin, xmax, ymax].",
+    )
 
     @field_validator("box")
     @classmethod
-    def _ordered(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
-        if value is not None and (value[0] >= value[2] or value[1] >= value[3]):
-            raise ValueError("box must have xmin < xmax and ymin < ymax")
-        return value
+    def _ordered(cls, value: Box4 | None) -> Box4 | None:
+        return None if value is None else _ordered_box(value)
+
+    @field_validator("more_boxes")
+    @classmethod
+    def _all_ordered(cls, value: tuple[Box4, ...]) -> tuple[Box4, ...]:
+        return tuple(_ordered_box(box) for box in value)
 
     def covers(self, box: Sequence[float], width: int, height: int) -> bool:
         """Whether a detection's box ``[x1, y1, x2, y2]`` has its centre in an excluded part."""
@@ -79,14 +101,13 @@ class Exclusion(BaseModel):
             return True
         if cx < width * self.left / 100 or cx >= width * (1 - self.right / 100):
             return True
-        if self.box is not None:
-            xmin, ymin, xmax, ymax = self.box
-            return xmin <= cx <= xmax and ymin <= cy <= ymax
-        return False
+        boxes = (self.box, *self.more_boxes) if self.box is not None else self.more_boxes
+        return any(xmin <= cx <= xmax and ymin <= cy <= ymax for xmin, ymin, xmax, ymax in boxes)
 
 
 MAX_SKIP_PATTERNS = 20
 MAX_SKIP_PATTERN_LENGTH = 100
+MAX_SPLIT_CHUNKS = 16  # each chunk is one more detector pass
 
 
 @functools.lru_cache(maxsize=256)
@@ -121,37 +142,85 @@ class BlurOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    targets: tuple[Target, ...] = (Target.FACES, Target.PLATES)
-    # Gaussian sigma in pixels; None: scaled to each region's size so large faces are hidden as well as small.
-    blur: float | None = Field(default=None, ge=1, le=200)
-    # Added on each side, as a ratio of the box's width/height.
-    padding: float = Field(default=0.15, ge=0, le=1)
-    # Taken back from each side after padding, as a ratio of the box's width/height (VehiCore's knob).
-    shrink: float = Field(default=0.0, ge=0, le=0.4)
-    # Detections scoring under this are ignored. None: each detector's tuned default.
-    min_score: float | None = Field(default=None, ge=0, le=1)
-    # Keep EXIF (orientation is applied to pixels either way, so the tag is reset).
-    keep_metadata: bool = False
+    targets: tuple[Target, ...] = Field(
+        default=(Target.FACES, Target.PLATES),
+        json_schema_extra={"minItems": 1},
+        description="What to blur: faces, plates or both (in forms: comma-separated, e.g. `faces,plates`).",
+    )
+    blur: float | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="Gaussian sigma in pixels. Unset: scaled to each region's size, so large faces are hidden"
+        " as well as small ones.",
+    )
+    padding: float = Field(
+        default=0.15, ge=0, le=1, description="Added on each side, as a ratio of the box's width/height."
+    )
+    shrink: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.4,
+        description="Taken back from each side after padding, as a ratio of the box's width/height.",
+    )
+    min_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Detections scoring under this are ignored. Unset: each detector's tuned default.",
+    )
+    keep_metadata: bool = Field(
+        default=False,
+        description="Keep allowlisted EXIF tags (orientation is applied to the pixels either way).",
+    )
     # -- vendor-facade features (all optional; the defaults keep the behaviour above) --------------------
     # Blur strength per class, Plate Recognizer style: 0 = detect and report but do not blur, 1..10 =
-    # weak..strong (overrides `blur` for that class). None: `blur` applies.
+    # weak..strong (overrides `blur` for that class). None: `blur` applies. Set by that facade only.
     face_strength: int | None = Field(default=None, ge=0, le=10)
     plate_strength: int | None = Field(default=None, ge=0, le=10)
     # Object key (in Veil's bucket, under the uploads prefix) of a logo warped onto each plate polygon.
     # Set by the gateway's facades only, never by clients.
     logo_key: str | None = Field(default=None, min_length=1, max_length=1024)
-    # Parts of the image where detections are neither blurred nor reported.
-    exclusion: Exclusion | None = None
-    # Detect on horizontal chunks (panoramas), overlapping by `split_overlap` percent of a chunk's width.
-    split: bool = False
-    split_overlap: float = Field(default=20, ge=0, le=90)
-    # Longest side faces are detected at, for this job (None: the worker's `face_max_side`).
-    face_max_side: int | None = Field(default=None, ge=64, le=16384)
-    # Plates whose read text fully matches one of these (case-insensitively, letters and digits only:
-    # "AB-123 CD" is matched as "ab123cd") are left unblurred and reported as skipped; a plate whose text
-    # could not be read is always blurred. At most MAX_SKIP_PATTERNS, each at most MAX_SKIP_PATTERN_LENGTH.
+    exclusion: Exclusion | None = Field(
+        default=None,
+        description="Parts of the image where detections are neither blurred nor reported (in forms: a JSON"
+        " object).",
+    )
+    split: bool = Field(
+        default=False,
+        description="Also detect on overlapping full-height chunks (panoramas).",
+    )
+    # Left out of the JSON when unset, so workers of before this option still take the jobs that don't use it.
+    split_chunks: int | None = Field(
+        default=None,
+        ge=2,
+        le=MAX_SPLIT_CHUNKS,
+        exclude_if=lambda value: value is None,
+        description="With `split`: this many chunks (Plate Recognizer's `split=N`). Unset: as many chunks"
+        " of about 4:3 as the width needs.",
+    )
+    split_overlap: float = Field(
+        default=20, ge=0, le=90, description="How much neighbouring chunks overlap, in percent of a chunk."
+    )
+    face_max_side: int | None = Field(
+        default=None,
+        ge=64,
+        le=16384,
+        description="Longest side faces are detected at, for this job. Unset: the worker's setting.",
+    )
     # Left out of the JSON when empty, so workers of before this option still take the jobs that don't use it.
-    skip_regexp: tuple[str, ...] = Field(default=(), exclude_if=lambda value: not value)
+    skip_regexp: tuple[str, ...] = Field(
+        default=(),
+        exclude_if=lambda value: not value,
+        json_schema_extra={
+            "maxItems": MAX_SKIP_PATTERNS,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_SKIP_PATTERN_LENGTH},
+        },
+        description="Plates whose read text fully matches one of these regular expressions"
+        " (case-insensitively, letters and digits only: `AB-123 CD` is matched as `ab123cd`) are left"
+        " unblurred and reported as skipped; a plate whose text could not be read is always blurred. A"
+        " single pattern may be given as a string.",
+    )
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -176,6 +245,12 @@ class BlurOptions(BaseModel):
     def skip_patterns(self) -> list[re.Pattern[str]]:
         """``skip_regexp`` compiled (case-insensitive)."""
         return [skip_pattern(pattern) for pattern in self.skip_regexp]
+
+    @model_validator(mode="after")
+    def _chunks_need_split(self) -> BlurOptions:
+        if self.split_chunks is not None and not self.split:
+            raise ValueError("split_chunks needs split: true")
+        return self
 
     @field_validator("targets")
     @classmethod
@@ -239,16 +314,25 @@ class Detection(BaseModel):
     skipped: bool = False
 
 
-class ResultInfo(BaseModel):
-    url: str
+class PublicResult(BaseModel):
+    """A succeeded job's result as its owner sees it."""
+
+    url: str = Field(description="Presigned URL of the blurred image, valid until `expires_at`.")
     expires_at: datetime
-    content_type: str
-    key: str
+    content_type: str = Field(examples=["image/jpeg"])
+
+
+class ResultInfo(PublicResult):
+    key: str  # the object's key in Veil's bucket: never shown to clients
 
 
 class JobError(BaseModel):
     code: str
     message: str
+
+
+# What clients never see of a job record (JobRecord.public()).
+PRIVATE_JOB_FIELDS = frozenset({"owner", "attempts"})
 
 
 class JobRecord(BaseModel):
@@ -280,7 +364,7 @@ class JobRecord(BaseModel):
         return self.input
 
     def public(self) -> dict[str, object]:
-        data = self.model_dump(mode="json", by_alias=True, exclude={"owner", "attempts"})
+        data = self.model_dump(mode="json", by_alias=True, exclude=set(PRIVATE_JOB_FIELDS))
         if data.get("result"):
             data["result"].pop("key", None)
         data["links"] = {"self": f"/v1/jobs/{self.id}", "result": f"/v1/jobs/{self.id}/result"}

@@ -26,18 +26,85 @@ from shared.bulk import (
     BulkOutput,
     BulkRecord,
     BulkSource,
+    BulkStatus,
     BulkStore,
     summarise,
 )
 from shared.errors import NotFoundError, ValidationError
+from shared.jobs import JobError, JobStatus, PublicResult
 from shared.objectkeys import check_prefix, is_folder
 from shared.settings import Settings
 
 routes = web.RouteTableDef()
 M = TypeVar("M", bound=pydantic.BaseModel)
 
-_OWN_FIELDS = {"s3", "output", "callback_url", "limit"}
 BODY_LIMIT = 64 * 1024  # a bulk request is a few fields, never an image
+
+
+class BulkFields(pydantic.BaseModel):
+    """``POST /v1/bulk``'s own fields; the blur options of every child job sit beside them."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    s3: BulkSource = pydantic.Field(description="Where the originals are: a readable bucket and a prefix.")
+    output: BulkOutput | None = pydantic.Field(
+        default=None, description="Where blurred copies go (besides each job's result): a writable bucket."
+    )
+    callback_url: str | None = pydantic.Field(default=None, description="Webhook for each child job.")
+    limit: int = pydantic.Field(
+        default=MAX_OBJECTS, ge=1, le=MAX_OBJECTS, description="At most this many images."
+    )
+
+
+_OWN_FIELDS = frozenset(BulkFields.model_fields)
+# What clients never see of a bulk record.
+_PRIVATE_FIELDS = {"owner", "options", "limit", "cursor", "page", "listed"}
+
+
+class BulkLink(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+
+    self_: str = pydantic.Field(alias="self")
+
+
+class BulkLinks(BulkLink):
+    next: str | None = pydantic.Field(default=None, description="The next page of jobs, while there is one.")
+
+
+class BulkAccepted(pydantic.BaseModel):
+    id: str
+    status: BulkStatus
+    links: BulkLink
+
+
+class BulkCounts(pydantic.BaseModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+
+
+class BulkChild(pydantic.BaseModel):
+    id: str
+    key: str = pydantic.Field(description="The original's key in the source bucket.")
+    status: JobStatus
+    result: PublicResult | None = None
+    error: JobError | None = None
+
+
+_PUBLIC_FIELDS: dict[str, Any] = {
+    name: (field.annotation, field)
+    for name, field in BulkRecord.model_fields.items()
+    if name not in _PRIVATE_FIELDS
+}
+BulkView = pydantic.create_model(
+    "BulkView",
+    __doc__="A bulk job and one page of its child jobs.",
+    **_PUBLIC_FIELDS,
+    counts=(BulkCounts, ...),
+    jobs=(list[BulkChild], ...),
+    links=(BulkLinks, ...),
+)
 
 
 def bulk_path(bulk_id: str) -> str:
@@ -121,11 +188,8 @@ async def create_bulk(request: web.Request) -> web.Response:
         expand_id, queue_name = f"bulk:{record.id}", settings.redis.queue_name
         await pool.enqueue_job(EXPAND_FUNCTION, record.id, _job_id=expand_id, _queue_name=queue_name)
     location = bulk_path(record.id)
-    return json_response(
-        {"id": record.id, "status": record.status.value, "links": {"self": location}},
-        status=202,
-        headers={"Location": location},
-    )
+    accepted = BulkAccepted(id=record.id, status=record.status, links=BulkLink(self_=location))
+    return json_response(accepted.model_dump(by_alias=True), status=202, headers={"Location": location})
 
 
 @routes.get("/v1/bulk/{bulk_id}")
@@ -160,7 +224,7 @@ async def get_bulk(request: web.Request) -> web.Response:
             }
         )
     body: dict[str, Any] = {
-        **record.model_dump(mode="json", exclude={"owner", "options", "limit", "cursor", "page", "listed"}),
+        **record.model_dump(mode="json", exclude=_PRIVATE_FIELDS),
         "status": status.value,
         "counts": counts,
         "jobs": page,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.responses import json_response
 from gateway.state import REDIS, SETTINGS, STORE
@@ -20,9 +22,36 @@ routes = web.RouteTableDef()
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Check(BaseModel):
+    """One readiness check; the other fields say what it found."""
+
+    model_config = ConfigDict(extra="allow")  # a probe's findings are passed on as they are
+
+    ok: bool
+    error: str | None = Field(default=None, description="Why it failed.")
+    bucket: str | None = Field(default=None, description="store: Veil's bucket.")
+    count: int | None = Field(default=None, description="workers: how many are ready.")
+    models: list[str] | None = Field(default=None, description="workers: the weights the ready workers run.")
+
+
+class Checks(BaseModel):
+    redis: Check
+    store: Check
+    workers: Check
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: Checks
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok").model_dump())
 
 
 async def _check(probe: Awaitable[dict[str, object]]) -> dict[str, object]:
@@ -60,8 +89,7 @@ async def readyz(request: web.Request) -> web.Response:
     redis_result, store_result, workers_result = await asyncio.gather(
         _check(redis_probe()), _check(store_probe()), _check(workers_probe())
     )
-    checks = {"redis": redis_result, "store": store_result, "workers": workers_result}
-    ready = all(check["ok"] for check in checks.values())
-    return json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
-    )
+    checks = Checks.model_validate({"redis": redis_result, "store": store_result, "workers": workers_result})
+    ready = checks.redis.ok and checks.store.ok and checks.workers.ok
+    answer = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    return json_response(answer.model_dump(exclude_none=True), status=200 if ready else 503)

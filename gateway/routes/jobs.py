@@ -7,8 +7,10 @@ byte-array images; ``objects``/``format``/``width``/``height`` on succeeded jobs
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import api4ai
 from gateway.auth import authenticate
@@ -22,6 +24,21 @@ from shared.errors import ConflictError, GoneError
 from shared.jobs import JobRecord, JobStatus, ObjectRef, utcnow
 
 routes = web.RouteTableDef()
+
+
+class SelfLink(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    self_: str = Field(alias="self", examples=["/v1/jobs/3f2a…"])
+
+
+class JobAccepted(BaseModel):
+    """``POST /v1/jobs``'s 202: the job is queued; poll ``links.self``."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    links: SelfLink
 
 
 def job_path(job_id: str) -> str:
@@ -53,13 +70,10 @@ async def create_job(request: web.Request) -> web.Response:
         if record.status.finished:
             body = await job_view(request, record, answer.output)
             return json_response(body, status=200, headers={"Location": location})
-    body = {
-        "id": record.id,
-        "status": record.status.value,
-        "created_at": record.created_at,
-        "links": {"self": location},
-    }
-    return json_response(body, status=202, headers={"Location": location})
+    accepted = JobAccepted(
+        id=record.id, status=record.status, created_at=record.created_at, links=SelfLink(self_=location)
+    )
+    return json_response(accepted.model_dump(by_alias=True), status=202, headers={"Location": location})
 
 
 @routes.get("/v1/jobs/{job_id}")

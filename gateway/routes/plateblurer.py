@@ -17,10 +17,12 @@ import asyncio
 import base64
 import binascii
 import io
+from typing import Annotated
 
 import orjson
 from aiohttp import web
 from PIL import Image, ImageDraw
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from gateway.errors import ErrorInfo, register_error_renderer
 from gateway.facade import JOB_ID, fetch_url, result_bytes, run_job, timestamp_ms, verify_key
@@ -45,6 +47,67 @@ _PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
 
 routes = web.RouteTableDef()
 
+# -- the vendor's shapes (the OpenAPI document is generated from these) --------------------------------------
+
+Flag = Annotated[
+    str | bool | None,
+    Field(
+        description="`YES` or `NO` (any case; empty or null: NO).",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*([Yy][Ee][Ss]|[Nn][Oo])?\s*$"},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        },
+    ),
+]
+
+
+class PlateBlurerRequest(BaseModel):
+    """The JSON body: one of ``base64_Photo_String`` or ``photo_url`` (the other one ``"NO"``, empty or
+    left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base64_Photo_String: str | None = Field(default=None, description="The photo in base64, or `NO`.")
+    photo_url: str | None = Field(default=None, description="The photo's URL, or `NO`.")
+    boundingBoxCrop: Flag = None
+    plate_output: Flag = None
+
+
+class PlateBlurerBox(BaseModel):
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+class PlateBlurerPrediction(BaseModel):
+    probability: float
+    tagId: str
+    tagName: str
+    boundingBox: PlateBlurerBox = Field(description="Normalised to 0..1.")
+    boundingBoxPhoto: str = Field(
+        description="The blurred plate's crop in base64 when asked for, else empty."
+    )
+
+
+class PlateBlurerAnswer(BaseModel):
+    created: str = Field(examples=["2020-05-02T12:28:09.989Z"])
+    predictions: list[PlateBlurerPrediction]
+    final_photo: str = Field(description="The blurred photo with the plate boxes drawn, in base64.")
+
+
+class PlateBlurerError(BaseModel):
+    cd: str = Field(examples=["1014"])
+    description: str
+    job_id: str | None = Field(default=None, description="Only on 503: the job that did not finish in time.")
+
+
+class PlateBlurerErrors(RootModel[list[PlateBlurerError]]):
+    """The vendor's error body: a list of one error."""
+
 
 def _cd(error: ErrorInfo) -> str:
     if error.code.isdigit():
@@ -68,13 +131,13 @@ def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
     if cd == "1013":  # the documented text covers two cases; say which one this is
         documented = documented.split(" / ")[0 if status == 413 else 1]
     description = f"{documented} ({error.message})" if error.message else documented
-    item: dict[str, object] = {"cd": cd, "description": description}
+    item = PlateBlurerError(cd=cd, description=description)
     if JOB_ID in request and status == 503:
-        item["job_id"] = request[JOB_ID]
+        item.job_id = request[JOB_ID]
     headers = dict(error.headers)
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="veil"'
-    return json_response([item], status=status, headers=headers)
+    return json_response([item.model_dump(exclude_none=True)], status=status, headers=headers)
 
 
 def invalid(message: str) -> ValidationError:
@@ -139,18 +202,10 @@ def parse_request(body: bytes) -> tuple[str | None, str | None, bool]:
 
 def prediction(det: Detection, width: int, height: int, crop: str) -> dict[str, object]:
     x1, y1, x2, y2 = det.box
-    return {
-        "probability": det.score,
-        "tagId": TAG_ID,
-        "tagName": TAG_NAME,
-        "boundingBox": {
-            "left": x1 / width,
-            "top": y1 / height,
-            "width": (x2 - x1) / width,
-            "height": (y2 - y1) / height,
-        },
-        "boundingBoxPhoto": crop,
-    }
+    box = PlateBlurerBox(left=x1 / width, top=y1 / height, width=(x2 - x1) / width, height=(y2 - y1) / height)
+    return PlateBlurerPrediction(
+        probability=det.score, tagId=TAG_ID, tagName=TAG_NAME, boundingBox=box, boundingBoxPhoto=crop
+    ).model_dump()
 
 
 def kept_plates(record: JobRecord) -> list[Detection]:
@@ -218,7 +273,10 @@ async def plateblurer(request: web.Request) -> web.Response:
     info = record.known_input()
     width, height = info.width, info.height
     predictions = [prediction(det, width, height, crops[i] if crop else "") for i, det in enumerate(plates)]
-    return json_response({"created": created, "predictions": predictions, "final_photo": final_photo})
+    answer = PlateBlurerAnswer.model_validate(
+        {"created": created, "predictions": predictions, "final_photo": final_photo}
+    )
+    return json_response(answer.model_dump())
 
 
 def setup(app: web.Application) -> None:

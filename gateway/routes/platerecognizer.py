@@ -15,16 +15,19 @@ job did not finish in time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import uuid
 from collections.abc import AsyncIterator
 from importlib import metadata as importlib_metadata
 from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import (
     ERROR_RENDERERS,
@@ -55,7 +58,17 @@ from gateway.requestid import request_id_middleware
 from gateway.responses import json_response
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from shared.errors import PermanentError, UnauthorizedError, ValidationError
-from shared.jobs import BlurOptions, Detection, Exclusion, JobRecord, check_skip_patterns, plate_key
+from shared.jobs import (
+    MAX_SKIP_PATTERN_LENGTH,
+    MAX_SKIP_PATTERNS,
+    MAX_SPLIT_CHUNKS,
+    BlurOptions,
+    Detection,
+    Exclusion,
+    JobRecord,
+    check_skip_patterns,
+    plate_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,37 +80,151 @@ ANONYMOUS_OWNER = web.AppKey("platerecognizer_anonymous_owner", str)
 INTENSITY_FIELDS = ("faces", "plates")
 MARGIN_FIELDS = {"et": "top", "el": "left", "eb": "bottom", "er": "right"}
 BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
-ACCEPTED_FIELDS = frozenset(
-    {
-        "upload",
-        "upload_url",
-        "regions",
-        "skip_regexp",
-        "logo",
-        "config",
-        "split",
-        "overlap",
-        "camera_id",
-        "snapshot_filename",
-        "copy_metadata",
-        "face_max_resolution",
-        *INTENSITY_FIELDS,
-        *MARGIN_FIELDS,
-        *BOX_FIELDS,
-    }
-)
+FILE_FIELDS = ("upload", "logo")
+INTENSITY = (0, 10)
+MARGIN = (0.0, 100.0)
+BOX_LIMIT = 1_000_000
+MAX_OVERLAP = 90.0
+FACE_RESOLUTION = (64, 16384)
 DEFAULT_OVERLAP = 20.0
+MAX_BOXES = 21  # Exclusion's box and its 20 more_boxes
 
 routes = web.RouteTableDef()
+
+
+# -- the vendor's shapes (the OpenAPI document is generated from these) --------------------------------------
+
+
+class PlateRecognizerError(BaseModel):
+    """Plate Recognizer's error body."""
+
+    error: str
+    job_id: str | None = Field(default=None, description="Only on 503: the job that did not finish in time.")
+
+
+class PlateRecognizerBox(BaseModel):
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+
+class PlateRecognizerFace(BaseModel):
+    box: PlateRecognizerBox
+    score: float
+
+
+class PlateRecognizerCandidate(BaseModel):
+    plate: str
+    score: float
+
+
+class PlateRecognizerResult(BaseModel):
+    """Snapshot's result for a plate; ``plate``, ``score`` and ``candidates`` only where it was read."""
+
+    box: PlateRecognizerBox
+    dscore: float
+    plate: str | None = None
+    score: float | None = None
+    candidates: list[PlateRecognizerCandidate] | None = None
+
+
+class PlateRecognizerPlate(BaseModel):
+    polygon: list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        min_length=4, max_length=4, description="4 corners [x, y], clockwise from the top-left."
+    )
+    result: PlateRecognizerResult
+
+
+class PlateRecognizerImage(BaseModel):
+    content_type: str | None
+    filename: str
+    base64: str
+
+
+class PlateRecognizerBlur(BaseModel):
+    """``POST /v1/blur``'s answer; ``blur`` is null when neither ``faces`` nor ``plates`` is above 0."""
+
+    faces: list[PlateRecognizerFace]
+    plates: list[PlateRecognizerPlate]
+    blur: PlateRecognizerImage | None
+
+
+class PlateRecognizerInfo(BaseModel):
+    version: str = Field(description="Veil's version.")
+    snapshot: None = Field(description="Always null: there is no Snapshot behind Veil.")
+
+
+# What the vendor's clients send: every field may come empty (unset), repeatable ones as several fields.
+Empty = Literal[""]
+Intensity = Annotated[int, Field(ge=INTENSITY[0], le=INTENSITY[1])] | Empty
+Margin = Annotated[float, Field(ge=MARGIN[0], le=MARGIN[1])] | Empty
+Coordinate = Annotated[int, Field(ge=0, le=BOX_LIMIT)] | Empty
+Flag = bool | Empty
+
+
+def _field(description: str, **constraints: Any) -> Any:
+    """Optional, and no default to show: a form leaves it out."""
+    return Field(default=None, description=description, json_schema_extra=_no_default, **constraints)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class PlateRecognizerForm(BaseModel):
+    """``POST /v1/blur``'s form: ``upload`` or ``upload_url``, and parameters. An empty field is unset; a
+    field given twice counts once (the last), but for the repeatable ``skip_regexp``, ``regions`` and the
+    box coordinates (one of each per excluded box, paired in order)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["upload"]}, {"required": ["upload_url"]}]}
+    )
+
+    upload: bytes = _field("The image file (JPEG, PNG or WebP).")
+    upload_url: str = _field("The image's URL (SSRF-guarded); has priority over `upload`.")
+    logo: bytes | Empty = _field("A logo file warped onto each plate; empty: none.")
+    faces: Intensity = _field("Face blur intensity: 0 detects without blurring, 1-10 weak to strong.")
+    plates: Intensity = _field("Plate blur intensity: 0 detects without blurring, 1-10 weak to strong.")
+    et: Margin = _field("Excluded margin at the top, percent of the height.")
+    el: Margin = _field("Excluded margin at the left, percent of the width.")
+    eb: Margin = _field("Excluded margin at the bottom, percent of the height.")
+    er: Margin = _field("Excluded margin at the right, percent of the width.")
+    xmin: list[Coordinate] = _field("Excluded box: left, pixels (repeat for more boxes).")
+    ymin: list[Coordinate] = _field("Excluded box: top, pixels (repeat for more boxes).")
+    xmax: list[Coordinate] = _field("Excluded box: right, pixels (repeat for more boxes).")
+    ymax: list[Coordinate] = _field("Excluded box: bottom, pixels (repeat for more boxes).")
+    split: Flag | Annotated[int, Field(ge=0, le=MAX_SPLIT_CHUNKS)] = _field(
+        "Split into horizontal chunks (panoramas): true (Veil picks the chunks), false, or the number of"
+        " chunks (0 and 1: none), as the vendor's folder client sends `--split N`."
+    )
+    overlap: Annotated[float, Field(ge=0, le=MAX_OVERLAP)] | Empty = _field(
+        "Chunk overlap in percent (default 20)."
+    )
+    copy_metadata: Flag = _field("Keep allowlisted EXIF tags.")
+    face_max_resolution: Annotated[int, Field(ge=FACE_RESOLUTION[0], le=FACE_RESOLUTION[1])] | Empty = _field(
+        "Longest side faces are detected at."
+    )
+    skip_regexp: list[Annotated[str, Field(max_length=MAX_SKIP_PATTERN_LENGTH)]] = _field(
+        "Plates whose read text fully matches one are left unblurred (repeatable).",
+        max_length=MAX_SKIP_PATTERNS,
+    )
+    regions: list[str] = _field("Accepted (Snapshot's regions) and ignored; repeatable.")
+    config: str = _field("A JSON object (accepted and ignored).")
+    camera_id: str = _field("Accepted and ignored.")
+    snapshot_filename: str = _field("Names the returned file.")
+
+
+ACCEPTED_FIELDS = frozenset(PlateRecognizerForm.model_fields)
 
 
 def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
     """``{"error": "..."}``; a missing or wrong token is 403, an unsupported image 400."""
     status = {401: 403, 415: 400}.get(error.status, error.status)
-    body: dict[str, object] = {"error": error.message}
+    body = PlateRecognizerError(error=error.message)
     if JOB_ID in request and status == 503:
-        body["job_id"] = request[JOB_ID]
-    return json_response(body, status=status, headers=error.headers)
+        body.job_id = request[JOB_ID]
+    return json_response(body.model_dump(exclude_none=True), status=status, headers=error.headers)
 
 
 def version() -> str:
@@ -115,6 +242,48 @@ def _value(form: Form, name: str) -> str | None:
     return None if value is None or value == "" else value
 
 
+def parse_split(raw: str | None) -> tuple[bool, int | None]:
+    """``split`` as the vendor's clients send it: ``true`` / ``false`` (the vendor's own chunking, or none),
+    or a number of horizontal chunks (its folder client's ``--split N``): 0 and 1 mean none, 2 to
+    :data:`MAX_SPLIT_CHUNKS` that many. Unset or empty: none."""
+    if raw is None:
+        return False, None
+    try:
+        number: float | None = float(raw)
+    except ValueError:
+        number = None
+    if number is None:
+        with contextlib.suppress(ValidationError):
+            return parse_bool("split", raw), None
+    elif number.is_integer() and 0 <= number <= MAX_SPLIT_CHUNKS:
+        count = int(number)
+        return (True, count) if count >= 2 else (False, None)
+    raise ValidationError(
+        f"split must be true, false or a whole number of chunks from 0 to {MAX_SPLIT_CHUNKS}, not {raw!r}"
+    )
+
+
+def exclusion_boxes(form: Form) -> list[tuple[int, int, int, int]]:
+    """The excluded boxes: ``xmin``, ``ymin``, ``xmax``, ``ymax`` once per box (its folder client repeats
+    them for several boxes, paired in order); empty values are no values."""
+    values = {name: [value for value in form.values.get(name, []) if value != ""] for name in BOX_FIELDS}
+    count = max(len(given) for given in values.values())
+    missing = [name for name in BOX_FIELDS if len(values[name]) < count]
+    if missing:
+        raise ValidationError(
+            f"each exclusion box needs xmin, ymin, xmax and ymax; missing {', '.join(missing)}"
+        )
+    if count > MAX_BOXES:
+        raise ValidationError(f"at most {MAX_BOXES} exclusion boxes")
+    boxes = []
+    for index in range(count):
+        a, b, c, d = (parse_int(name, values[name][index], 0, BOX_LIMIT) for name in BOX_FIELDS)
+        if a >= c or b >= d:
+            raise ValidationError("the exclusion box needs xmin < xmax and ymin < ymax")
+        boxes.append((a, b, c, d))
+    return boxes
+
+
 def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions, bool]:
     """The job's options from the form, and whether the image is returned (an intensity above 0)."""
     unknown = sorted((set(form.values) | set(form.files)) - ACCEPTED_FIELDS)
@@ -125,35 +294,29 @@ def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions,
     except ValueError as exc:
         raise ValidationError(f"skip_regexp: {exc}") from exc
     strengths = {
-        name: parse_int(name, raw, 0, 10)
+        name: parse_int(name, raw, *INTENSITY)
         for name in INTENSITY_FIELDS
         if (raw := _value(form, name)) is not None
     }
     margins = {
-        side: parse_number(name, raw, 0, 100)
+        side: parse_number(name, raw, *MARGIN)
         for name, side in MARGIN_FIELDS.items()
         if (raw := _value(form, name)) is not None
     }
-    box_values = {name: _value(form, name) for name in BOX_FIELDS}
-    given = [name for name, raw in box_values.items() if raw is not None]
-    box: tuple[int, int, int, int] | None = None
-    if given:
-        if len(given) != 4:
-            missing = [name for name in BOX_FIELDS if name not in given]
-            raise ValidationError(
-                f"the exclusion box needs xmin, ymin, xmax and ymax; missing {', '.join(missing)}"
-            )
-        a, b, c, d = (parse_int(name, box_values[name] or "", 0, 1_000_000) for name in BOX_FIELDS)
-        if a >= c or b >= d:
-            raise ValidationError("the exclusion box needs xmin < xmax and ymin < ymax")
-        box = (a, b, c, d)
-    exclusion = Exclusion(**margins, box=box) if margins or box else None
+    boxes = exclusion_boxes(form)
+    exclusion = (
+        Exclusion(**margins, box=boxes[0] if boxes else None, more_boxes=tuple(boxes[1:]))
+        if margins or boxes
+        else None
+    )
     overlap_raw = _value(form, "overlap")
-    overlap = parse_number("overlap", overlap_raw, 0, 90) if overlap_raw is not None else DEFAULT_OVERLAP
-    split = parse_bool("split", form.get("split") or "false")
+    overlap = (
+        parse_number("overlap", overlap_raw, 0, MAX_OVERLAP) if overlap_raw is not None else DEFAULT_OVERLAP
+    )
+    split, chunks = parse_split(_value(form, "split"))
     keep_metadata = parse_bool("copy_metadata", form.get("copy_metadata") or "false")
     max_res_raw = _value(form, "face_max_resolution")
-    face_max_side = parse_int("face_max_resolution", max_res_raw, 64, 16384) if max_res_raw else None
+    face_max_side = parse_int("face_max_resolution", max_res_raw, *FACE_RESOLUTION) if max_res_raw else None
     config = _value(form, "config")
     if config is not None:
         try:
@@ -168,6 +331,7 @@ def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions,
         logo_key=logo_key,
         exclusion=exclusion,
         split=split,
+        split_chunks=chunks,
         split_overlap=overlap,
         keep_metadata=keep_metadata,
         face_max_side=face_max_side,
@@ -179,8 +343,8 @@ def parse_options(form: Form, logo_key: str | None = None) -> tuple[BlurOptions,
 # -- record → response --------------------------------------------------------------------------------------
 
 
-def _box(box: list[int]) -> dict[str, int]:
-    return {"xmin": box[0], "ymin": box[1], "xmax": box[2], "ymax": box[3]}
+def _box(box: list[int]) -> PlateRecognizerBox:
+    return PlateRecognizerBox(xmin=box[0], ymin=box[1], xmax=box[2], ymax=box[3])
 
 
 def plate_polygon(det: Detection) -> list[list[float]]:
@@ -198,15 +362,16 @@ def plate_polygon(det: Detection) -> list[list[float]]:
     return [[float(x), float(y)] for x, y in ordered]
 
 
-def plate_result(det: Detection) -> dict[str, object]:
+def plate_result(det: Detection) -> PlateRecognizerResult:
     """Snapshot's result for a plate: ``box`` and ``dscore`` (the detection's), and where its text was read
     ``plate`` (lower case, letters and digits, as Snapshot writes it), ``score`` (the reading's) and
     ``candidates`` (that one reading). Unread plates have no ``plate``: the vendor documents ``{}`` too."""
-    result: dict[str, object] = {"box": _box(det.box), "dscore": det.score}
+    result = PlateRecognizerResult(box=_box(det.box), dscore=det.score)
     plate = plate_key(det.text) if det.text else ""
     if plate:
         score = det.text_score if det.text_score is not None else 0.0
-        result.update(plate=plate, score=score, candidates=[{"plate": plate, "score": score}])
+        result.plate, result.score = plate, score
+        result.candidates = [PlateRecognizerCandidate(plate=plate, score=score)]
     return result
 
 
@@ -219,19 +384,20 @@ def blur_response(
     kept = [
         det for det in record.detections if exclusion is None or not exclusion.covers(det.box, width, height)
     ]
-    faces = [{"box": _box(det.box), "score": det.score} for det in kept if det.class_ == "face"]
+    faces = [PlateRecognizerFace(box=_box(det.box), score=det.score) for det in kept if det.class_ == "face"]
     plates = [
-        {"polygon": plate_polygon(det), "result": plate_result(det)} for det in kept if det.class_ == "plate"
+        PlateRecognizerPlate(polygon=plate_polygon(det), result=plate_result(det))
+        for det in kept
+        if det.class_ == "plate"
     ]
-    blur: dict[str, object] | None = None
+    blur: PlateRecognizerImage | None = None
     if image is not None:
         content_type = record.result.content_type if record.result else None
-        blur = {
-            "content_type": content_type,
-            "filename": filename,
-            "base64": base64.b64encode(image).decode("ascii"),
-        }
-    return {"faces": faces, "plates": plates, "blur": blur}
+        blur = PlateRecognizerImage(
+            content_type=content_type, filename=filename, base64=base64.b64encode(image).decode("ascii")
+        )
+    # Unset optional fields (an unread plate's text) are left out, as the vendor does; null blur stays.
+    return PlateRecognizerBlur(faces=faces, plates=plates, blur=blur).model_dump(exclude_unset=True)
 
 
 def result_filename(form: Form, upload: FormFile | None, url: str | None, extension: str) -> str:
@@ -276,7 +442,7 @@ async def _store_logo(request: web.Request, logo: FormFile) -> str:
 @routes.post("/v1/blur")
 async def blur(request: web.Request) -> web.Response:
     owner = await _owner(request)
-    form = await read_form(request, max_upload_bytes(request), file_fields={"upload", "logo"})
+    form = await read_form(request, max_upload_bytes(request), file_fields=FILE_FIELDS)
     parse_options(form)  # refuse bad parameters before fetching or storing anything
     url = _value(form, "upload_url")  # "given priority over upload"
     upload = form.files.get("upload")
@@ -310,7 +476,7 @@ async def blur(request: web.Request) -> web.Response:
 
 @routes.get("/info/")
 async def info(request: web.Request) -> web.Response:
-    return json_response({"version": version(), "snapshot": None})
+    return json_response(PlateRecognizerInfo(version=version(), snapshot=None).model_dump())
 
 
 # -- the on-premise listener --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from aiohttp import MultipartWriter, web
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import ErrorInfo, register_error_renderer
 from gateway.facade import (
@@ -43,19 +44,60 @@ _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 routes = web.RouteTableDef()
 
 
+# -- the vendor's shapes (the OpenAPI document is generated from these) --------------------------------------
+
+
+class VehiCoreError(BaseModel):
+    """VehiCore's error body; 415 and 503 come without a ``code``, as documented."""
+
+    message: str
+    code: str | None = Field(default=None, examples=["VALIDATION_ERROR"])
+    job_id: str | None = Field(default=None, description="Only on 503: the job that did not finish in time.")
+
+
+class VehiCoreDetection(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: Literal["face", "plate"] = Field(alias="class")
+    score: float
+    box: list[int] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels.")
+    polygon: list[list[int]] | None = Field(default=None, description="Plates with a mask: their outline.")
+
+
+class VehiCoreParams(BaseModel):
+    padding: float
+    shrink: float
+    blur: float | None
+
+
+class VehiCoreMetadata(BaseModel):
+    """The JSON metadata of a finished job (``response=json``, and the first part of ``mixed``)."""
+
+    job_id: str
+    mode: Mode
+    width: int
+    height: int
+    content_type: str
+    faces: int
+    plates: int
+    detections: list[VehiCoreDetection]
+    regions: list[list[int]] = Field(description="The rectangles whose pixels were changed.")
+    params: VehiCoreParams
+
+
 def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
     """VehiCore's ``{"message", "code"}`` with its documented statuses."""
     status, code = error.status, error.code
     if status in (400, 413):
         status, code = 400, "VALIDATION_ERROR"
-    body: dict[str, object] = {"message": error.message}
+    body = VehiCoreError(message=error.message)
     if status == 401:
-        body["code"] = "UNAUTHORIZED"
+        body.code = "UNAUTHORIZED"
     elif status not in (415, 503):  # documented without a code
-        body["code"] = code
+        body.code = code
     if JOB_ID in request and status == 503:
-        body["job_id"] = request[JOB_ID]
-    return json_response(body, status=status, headers=error.headers)
+        body.job_id = request[JOB_ID]
+    return json_response(body.model_dump(exclude_none=True), status=status, headers=error.headers)
 
 
 def tuning(values: dict[str, str]) -> dict[str, float]:
@@ -71,32 +113,27 @@ def tuning(values: dict[str, str]) -> dict[str, float]:
 def metadata(record: JobRecord, mode: Mode) -> dict[str, object]:
     """The JSON metadata of a finished job (the ``json`` response and the first part of ``mixed``)."""
     detections = [
-        {
-            "class": det.class_,
-            "score": det.score,
-            "box": det.box,
-            **({"polygon": det.polygon} if det.polygon else {}),
-        }
+        VehiCoreDetection(class_=det.class_, score=det.score, box=det.box)
+        if not det.polygon
+        else VehiCoreDetection(class_=det.class_, score=det.score, box=det.box, polygon=det.polygon)
         for det in record.detections
     ]
     info = record.known_input()
     content_type = record.result.content_type if record.result else info.format.content_type
-    return {
-        "job_id": record.id,
-        "mode": mode,
-        "width": info.width,
-        "height": info.height,
-        "content_type": content_type,
-        "faces": sum(1 for det in record.detections if det.class_ == "face"),
-        "plates": sum(1 for det in record.detections if det.class_ == "plate"),
-        "detections": detections,
-        "regions": record.blurred_regions,
-        "params": {
-            "padding": record.options.padding,
-            "shrink": record.options.shrink,
-            "blur": record.options.blur,
-        },
-    }
+    options = record.options
+    meta = VehiCoreMetadata(
+        job_id=record.id,
+        mode=mode,
+        width=info.width,
+        height=info.height,
+        content_type=content_type,
+        faces=sum(1 for det in record.detections if det.class_ == "face"),
+        plates=sum(1 for det in record.detections if det.class_ == "plate"),
+        detections=detections,
+        regions=record.blurred_regions,
+        params=VehiCoreParams(padding=options.padding, shrink=options.shrink, blur=options.blur),
+    )
+    return meta.model_dump(by_alias=True, exclude_unset=True)  # no polygon where there is none
 
 
 def _filename(content_type: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def test_veil_up_runs_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, banner
         assert f"http://127.0.0.1:{port}" in banner
         assert "veil keys create" in banner
+        assert re.search(rf"Demo: +http://127\.0\.0\.1:{port}/demo#key=\S+", banner), banner
 
         created = _veil(data_dir, "keys", "create", "--name", "me")
         assert created.returncode == 0, created.stderr

@@ -1,5 +1,6 @@
 """Plate Recognizer Blur facade without a worker: errors (400/403/413), SSRF guard on upload_url,
-/info/, the on-premise listener and the timeout answer."""
+/info/, the on-premise listener, the timeout answer, and the forms the vendor's own clients send (an
+integer ``split``, repeated fields, empty fields)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import requests
 from aiohttp import FormData
 
 from cli.embedded import free_port
+from gateway.routes.platerecognizer import ACCEPTED_FIELDS
 from shared.settings import Settings
 from tests.integration.conftest import ClientFactory, GatewayClient
 
@@ -175,3 +178,143 @@ async def test_onprem_listener(
 async def test_onprem_listener_off_by_default(client: GatewayClient) -> None:
     response = await client.post("/", data=upload_form(b"x"))
     assert response.status in (404, 405)
+
+
+# -- what the vendor's own clients send ---------------------------------------------------------------------
+
+
+def folder_client_body(image: bytes, **arguments: object) -> tuple[bytes, str]:
+    """The body Plate Recognizer's folder-blurring client (``blur/main.py``) sends, encoded by ``requests``
+    as that client does: its ``data`` dict holds every option (None when unset: left out; a list for the
+    repeatable ``--xmin`` … and ``-r``; ints and floats as text) and its files are ``logo`` (None: left
+    out) and ``upload``."""
+    data: dict[str, object] = {
+        "camera_id": None,
+        "config": None,
+        "et": 0.0,
+        "el": 0.0,
+        "eb": 0.0,
+        "er": 0.0,
+        "xmin": None,
+        "ymin": None,
+        "xmax": None,
+        "ymax": None,
+        "split": None,
+        "overlap": None,
+        "faces": 10,
+        "plates": 10,
+        "regions": None,
+        **arguments,
+    }
+    files = {"logo": None, "upload": ("car.jpg", image)}
+    prepared = requests.Request("POST", "http://veil.invalid/v1/blur", files=files, data=data).prepare()
+    assert isinstance(prepared.body, bytes)
+    return prepared.body, prepared.headers["Content-Type"]
+
+
+async def queued_options(
+    client: GatewayClient, api_key: tuple[str, str], body: bytes | FormData, content_type: str | None = None
+) -> dict[str, Any]:
+    """Send a blur request that cannot finish (no worker; the facade gives up at once): the options of
+    the job it queued."""
+    headers = token(api_key) | ({"Content-Type": content_type} if content_type else {})
+    response = await client.post("/v1/blur", data=body, headers=headers)
+    message = await error(response, 503)
+    job_id = (await response.json())["job_id"]
+    assert job_id in message
+    polled = await client.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": api_key[0]})
+    options: dict[str, Any] = (await polled.json())["options"]
+    return options
+
+
+@pytest.mark.parametrize(
+    ("split", "chunks"),
+    [(3, 3), (2, 2), (16, 16), (1, None), (0, None), ("true", "default"), ("false", None)],
+)
+async def test_folder_client_split_as_a_number_of_chunks(
+    make_client: ClientFactory,
+    settings: Settings,
+    api_key: tuple[str, str],
+    astronaut_jpeg: bytes,
+    split: object,
+    chunks: object,
+) -> None:
+    client = await make_client(quick(settings))
+    body, content_type = folder_client_body(astronaut_jpeg, split=split, overlap=30)
+    options = await queued_options(client, api_key, body, content_type)
+    assert options["split"] is (chunks is not None)
+    assert options.get("split_chunks") == (chunks if isinstance(chunks, int) else None)
+    assert options["split_overlap"] == 30
+    assert (options["face_strength"], options["plate_strength"]) == (10, 10)
+
+
+async def test_folder_client_repeated_fields(
+    make_client: ClientFactory, settings: Settings, api_key: tuple[str, str], astronaut_jpeg: bytes
+) -> None:
+    client = await make_client(quick(settings))
+    body, content_type = folder_client_body(
+        astronaut_jpeg,
+        xmin=[10, 300],
+        ymin=[20, 320],
+        xmax=[50, 400],
+        ymax=[60, 420],
+        regions=["us-ca", "th-37"],
+        skip_regexp=["ab123", "xy.*"],
+        et=5.0,
+        config='{"region": "strict"}',
+        camera_id="gate-2",
+        copy_metadata="true",
+    )
+    options = await queued_options(client, api_key, body, content_type)
+    assert options["exclusion"] == {
+        "top": 5.0,
+        "left": 0.0,
+        "bottom": 0.0,
+        "right": 0.0,
+        "box": [10, 20, 50, 60],
+        "more_boxes": [[300, 320, 400, 420]],
+    }
+    assert options["skip_regexp"] == ["ab123", "xy.*"]
+    assert options["keep_metadata"] is True
+
+
+async def test_empty_fields_are_unset(
+    make_client: ClientFactory, settings: Settings, api_key: tuple[str, str], astronaut_jpeg: bytes
+) -> None:
+    """A web form sends every field it has, empty when the user left it: each means "not given"."""
+    client = await make_client(quick(settings))
+    form = upload_form(astronaut_jpeg)
+    for name in sorted(ACCEPTED_FIELDS - {"upload"}):
+        form.add_field(name, "")
+    form.add_field("plates", "10")  # a repeated field: the last value counts
+    form.add_field("plates", "7")
+    options = await queued_options(client, api_key, form)
+    assert (options["face_strength"], options["plate_strength"]) == (0, 7)
+    assert options["exclusion"] is None and options["split"] is False and "split_chunks" not in options
+    assert options["split_overlap"] == 20 and options["face_max_side"] is None
+    assert options["logo_key"] is None and "skip_regexp" not in options
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"split": "17"}, "split must be true, false or a whole number of chunks from 0 to 16"),
+        ({"split": "-1"}, "split must be"),
+        ({"split": "2.5"}, "split must be"),
+        ({"xmin": ["1", "5"], "ymin": ["1", "5"], "xmax": ["9", "9"], "ymax": ["9"]}, "missing ymax"),
+        ({"xmin": ["1", "9"], "ymin": ["1", "1"], "xmax": ["9", "5"], "ymax": ["9", "9"]}, "xmin < xmax"),
+    ],
+)
+async def test_400_bad_vendor_forms(
+    client: GatewayClient,
+    api_key: tuple[str, str],
+    astronaut_jpeg: bytes,
+    fields: dict[str, Any],
+    needle: str,
+) -> None:
+    form = upload_form(astronaut_jpeg, faces="10")
+    for name, values in fields.items():
+        for value in values if isinstance(values, list) else [values]:
+            form.add_field(name, value)
+    response = await client.post("/v1/blur", data=form, headers=token(api_key))
+    assert needle in await error(response, 400)
