@@ -131,11 +131,21 @@ def exclusion_filter(
 # -- panoramas ---------------------------------------------------------------------------------------------
 
 
-def split_chunks(width: int, height: int, overlap_percent: float) -> list[tuple[int, int]]:
-    """Horizontal chunks ``(x1, x2)`` covering ``width``: each about 4:3 (never narrower), neighbours
-    overlapping by at least ``overlap_percent`` of a chunk's width. One chunk when the image isn't wide."""
+def split_chunks(
+    width: int, height: int, overlap_percent: float, count: int | None = None
+) -> list[tuple[int, int]]:
+    """Horizontal chunks ``(x1, x2)`` covering ``width``, neighbours overlapping by ``overlap_percent`` of a
+    chunk's width: ``count`` of them (Plate Recognizer's client sends ``split`` as a chunk count), else
+    each about 4:3 (never narrower), one when the image isn't wide."""
     if not 0 <= overlap_percent < 100:
         raise ValueError(f"overlap must be 0..<100 percent, not {overlap_percent}")
+    if count is not None:
+        if count < 1:
+            raise ValueError(f"chunk count must be at least 1, not {count}")
+        # count chunks of width c with overlap o cover c * (1 + (count - 1) * (1 - o)) = width.
+        chunk = min(width, max(1, math.ceil(width / (1 + (count - 1) * (1 - overlap_percent / 100)))))
+        starts = np.linspace(0, width - chunk, count)
+        return [(round(s), round(s) + chunk) for s in starts]
     chunk = max(1, round(height * MIN_CHUNK_ASPECT))
     if width <= chunk:
         return [(0, width)]

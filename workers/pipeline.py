@@ -217,7 +217,9 @@ class Anonymizer:
 
         # Panoramas (`split`): overlapping full-height chunks run as extra tiles besides the usual passes.
         chunks = (
-            overlays.split_chunks(image.width, image.height, options.split_overlap) if options.split else []
+            overlays.split_chunks(image.width, image.height, options.split_overlap, options.split_chunks)
+            if options.split
+            else []
         )
         split_tiles = [(x1, 0, x2, image.height) for x1, x2 in chunks] if len(chunks) > 1 else []
 

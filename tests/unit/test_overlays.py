@@ -115,3 +115,21 @@ def test_split_chunks() -> None:
     assert len(split_chunks(4000, 600, 50)) > len(chunks)
     with pytest.raises(ValueError, match="overlap"):
         split_chunks(4000, 600, 100)
+
+
+@pytest.mark.parametrize(("count", "overlap"), [(2, 0), (3, 10), (4, 25), (16, 50)])
+def test_split_into_a_given_number_of_chunks(count: int, overlap: float) -> None:
+    # Plate Recognizer's client sends `split N`: N chunks, whatever the aspect.
+    chunks = split_chunks(3000, 500, overlap, count)
+    assert len(chunks) == count
+    assert chunks[0][0] == 0 and chunks[-1][1] == 3000
+    width = chunks[0][1] - chunks[0][0]
+    assert all(x2 - x1 == width for x1, x2 in chunks)
+    for (_, a2), (b1, _) in itertools.pairwise(chunks):
+        assert a2 - b1 >= overlap / 100 * width - 1
+
+
+def test_one_chunk_is_the_whole_width() -> None:
+    assert split_chunks(3000, 500, 20, 1) == [(0, 3000)]
+    with pytest.raises(ValueError, match="at least 1"):
+        split_chunks(3000, 500, 20, 0)
