@@ -44,6 +44,11 @@ _VEHICORE_MODES = {"/api/anonymize": "plates", "/api/anonymize/face": "faces", "
 Empty = Literal[""]
 
 
+def _response_field() -> dict[str, Any]:
+    mode = Literal["json", "image", "mixed"] | Empty
+    return {"response": (mode, unset("`json`, `image` or `mixed` (any case); the query string wins."))}
+
+
 def _tuning_fields() -> dict[str, Any]:
     """``padding`` / ``shrink`` / ``blur`` with VehiCore's documented ranges (empty: the default)."""
     return {
@@ -59,7 +64,7 @@ VehiCoreForm = create_model(
     "VehiCoreForm",
     __config__=ConfigDict(extra="forbid"),
     image=(bytes, Field(description="The image: JPEG, PNG or WebP.")),
-    response=(str, unset("Accepted and ignored: the query string's decides.")),
+    **_response_field(),
     **_tuning_fields(),
 )
 

@@ -136,6 +136,14 @@ def metadata(record: JobRecord, mode: Mode) -> dict[str, object]:
     return meta.model_dump(by_alias=True, exclude_unset=True)  # no polygon where there is none
 
 
+def _response_mode(value: str) -> str:
+    """``json``, ``image`` or ``mixed`` (any case); "" when not given."""
+    mode = value.strip().lower()
+    if mode and mode not in RESPONSE_MODES:
+        raise ValidationError(f"response must be json, image or mixed, not {mode!r}")
+    return mode
+
+
 def _filename(content_type: str) -> str:
     return f"anonymized.{_EXTENSIONS.get(content_type, 'bin')}"
 
@@ -151,17 +159,17 @@ async def _anonymize(request: web.Request, mode: Mode) -> web.StreamResponse:
     unknown = sorted(set(query) - (_FORM_FIELDS - {"image"}))
     if unknown:
         raise ValidationError(f"unknown parameter: {', '.join(unknown)}")
-    response_mode = query.get("response", "mixed").strip().lower() or "mixed"
-    if response_mode not in RESPONSE_MODES:
-        raise ValidationError(f"response must be json, image or mixed, not {response_mode!r}")
+    response_mode = _response_mode(query.get("response", ""))
     params = tuning(query)
 
     form = await read_form(request, max_upload_bytes(request), file_fields={"image"})
     unknown = sorted(set(form.values) - _FORM_FIELDS)
     if unknown:
         raise ValidationError(f"unknown field: {', '.join(unknown)}")
-    # Form fields may carry the tuning parameters too; the query string wins.
-    params = {**tuning({name: values[-1] for name, values in form.values.items()}), **params}
+    # Form fields may carry the tuning parameters and the response mode too; the query string wins.
+    fields = {name: values[-1] for name, values in form.values.items()}
+    response_mode = response_mode or _response_mode(fields.get("response", "")) or "mixed"
+    params = {**tuning(fields), **params}
     upload = form.files.get("image")
     if upload is None:
         raise ValidationError("missing image: send the file in the multipart field 'image'")

@@ -49,6 +49,11 @@ async def test_401_unauthorized(client: GatewayClient, astronaut_jpeg: bytes, pa
     ("query", "fields", "needle"),
     [
         ("?response=xml", {}, "response"),
+        (
+            "",
+            {"response": "null"},
+            "response",
+        ),  # as a form field too (found by tests/e2e/test_api_fuzzing.py)
         ("?padding=0.05", {}, "padding"),
         ("?padding=0.35", {}, "padding"),
         ("?shrink=0.5", {}, "shrink"),
