@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 FINISHED = ("succeeded", "failed")
+BACKOFF_FACTOR = 1.5
 
 
 class ApiError(Exception):
@@ -98,4 +99,20 @@ class VeilClient:
                 raise ApiError(status, job)
             if job.get("status") not in FINISHED and time.monotonic() > deadline:
                 return None
+        return job
+
+    async def until_finished_backoff(
+        self, job: dict[str, Any], first_poll_s: float, max_poll_s: float, deadline: float
+    ) -> dict[str, Any] | None:
+        """As :meth:`until_finished`, but the wait between polls grows by half each time from
+        ``first_poll_s`` up to ``max_poll_s``: a quick job is seen soon, a long queue is polled lightly."""
+        poll_s = first_poll_s
+        while job.get("status") not in FINISHED:
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            status, job = await self.job(job["id"])
+            if status != 200:
+                raise ApiError(status, job)
+            if job.get("status") not in FINISHED and time.monotonic() > deadline:
+                return None
+            poll_s = min(poll_s * BACKOFF_FACTOR, max_poll_s)
         return job

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cli.bench import bench
+from cli.blur import blur
 from cli.common import DEFAULT_DATA_DIR, settings_for_cli, with_key_store
 from cli.evaluate import evaluate
 from cli.stack import run_up
@@ -93,6 +94,7 @@ def keys_revoke(data_dir: Path, key_id: str) -> None:
 
 main.add_command(evaluate, "eval")
 main.add_command(bench)
+main.add_command(blur)
 
 if __name__ == "__main__":
     main()
