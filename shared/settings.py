@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.jobs import BlurOptions
 
 
 def _split_csv(value: object) -> object:
@@ -57,6 +59,17 @@ class S3Settings(BaseModel):
     # of holding it for the outage. It also bounds moving a whole image: raise it for a store behind a
     # slow link. Keep it well under the worker's job timeout.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+
+
+class WebhookSettings(BaseModel):
+    """Webhook deliveries (workers/notify.py): each failed attempt is retried after a jittered exponential
+    backoff (a random 50-100 % of ``first`` x 2^(attempt-1), capped at ``max``) until ``retry_for_seconds``
+    after the delivery was queued; then it is given up. At the defaults: about 40 attempts over a day."""
+
+    # At most the job record's 48 h: a delivery's body is built from the record at each attempt.
+    retry_for_seconds: int = Field(default=24 * 3600, ge=0, le=2 * 24 * 3600)
+    retry_first_delay_seconds: float = Field(default=2.0, ge=0.01, le=3600)
+    retry_max_delay_seconds: float = Field(default=3600.0, ge=0.01, le=24 * 3600)
 
 
 class LimitSettings(BaseModel):
@@ -148,6 +161,82 @@ class WorkerSettings(BaseModel):
     face_model: Literal["auto", "fp32", "int8", "bf16"] = "auto"
 
 
+def _parse_s3_url(value: object) -> object:
+    """``s3://bucket/prefix/`` as ``{"bucket", "prefix"}``; anything else is left for pydantic to refuse."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if not value.startswith("s3://"):
+            raise ValueError(f"expected s3://bucket/prefix/, got {value!r}")
+        bucket, _, prefix = value.removeprefix("s3://").partition("/")
+        return {"bucket": bucket, "prefix": prefix}
+    return value
+
+
+class S3Location(BaseModel):
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    prefix: str = ""
+
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+# ``s3://bucket/prefix/`` in the environment, a location in code.
+S3Url = Annotated[S3Location | None, NoDecode, BeforeValidator(_parse_s3_url)]
+# Options only the vendor facades set: never a watched prefix's (a logo key would be deleted as an upload).
+_FACADE_ONLY_OPTIONS = frozenset({"face_strength", "plate_strength", "logo_key"})
+
+
+class WatchSettings(BaseModel):
+    """A watched prefix (docs/watch.md): every new object under ``source`` is blurred once into ``output``
+    by the workers, then the source is kept, tagged or deleted (``after``). Off while ``source`` is unset.
+    Which buckets it may touch is checked against the S3 settings at the worker's start-up
+    (:func:`shared.watch.check_watch`)."""
+
+    source: S3Url = None  # VEIL_WATCH__SOURCE=s3://bucket/incoming/
+    output: S3Url = None  # VEIL_WATCH__OUTPUT=s3://out-bucket/blurred/ (a writable bucket)
+    # keep: remembered in Redis only; tag: tagged veil-status=done (or failed), which also marks it done;
+    # delete: deleted once its blurred copy is written (a source that failed is tagged, never deleted).
+    after: Literal["keep", "tag", "delete"] = "keep"
+    # One listing poll at the seconds of each minute that are multiples of it (as the sweeper's interval).
+    poll_seconds: int = Field(default=10, ge=1, le=60)
+    targets: CsvList = Field(default_factory=lambda: ["faces", "plates"])
+    # Other blur options as JSON, as in POST /v1/jobs: VEIL_WATCH__OPTIONS='{"blur": 20, "padding": 0.2}'.
+    options: dict[str, object] = Field(default_factory=dict)
+    # The API key id the jobs belong to (their records, usage); the default is no key's.
+    owner: str = Field(default="watch", min_length=1, max_length=64)
+    # Bounds per poll: objects listed (the listing resumes after the last one next time) and jobs queued.
+    list_per_poll: int = Field(default=5000, ge=1, le=100_000)
+    queue_per_poll: int = Field(default=500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _complete(self) -> WatchSettings:
+        if self.source is not None and self.output is None:
+            raise ValueError("VEIL_WATCH__OUTPUT is required with VEIL_WATCH__SOURCE (s3://bucket/prefix/)")
+        if self.source is None and self.output is not None:
+            raise ValueError("VEIL_WATCH__OUTPUT is set but VEIL_WATCH__SOURCE is not")
+        self.blur_options()  # refused now, at start-up, not at the first object
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.source is not None
+
+    def blur_options(self) -> BlurOptions:
+        """The options every watched object is blurred with."""
+        if "targets" in self.options:
+            raise ValueError("VEIL_WATCH__OPTIONS: set targets with VEIL_WATCH__TARGETS")
+        facade_only = sorted(_FACADE_ONLY_OPTIONS.intersection(self.options))
+        if facade_only:
+            raise ValueError(f"VEIL_WATCH__OPTIONS: {', '.join(facade_only)} cannot be set here")
+        try:
+            return BlurOptions.model_validate({**self.options, "targets": ",".join(self.targets)})
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"]) or "options"
+            raise ValueError(f"VEIL_WATCH__OPTIONS / TARGETS: {where}: {error['msg']}") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VEIL_",
@@ -161,6 +250,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     # Flat aliases for the settings operators touch most.
     url_allowlist: CsvList = Field(default_factory=list)
     log_level: str = "INFO"

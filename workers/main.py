@@ -43,6 +43,7 @@ from workers.notify import DELIVER_FUNCTION, MAX_ATTEMPTS, deliver_webhook
 from workers.plan import cpu_count, plan_for_this_machine
 from workers.sweeper import sweep_expired, sweep_jobs
 from workers.tasks import anonymize
+from workers.watch import watch_cron_jobs
 
 log = logging.getLogger("veil.worker")
 
@@ -198,6 +199,8 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
                 max_tries=1,
                 keep_result=0,
             ),
+            # A watched prefix (VEIL_WATCH__*), if any: refused here, at start-up, if unsafe.
+            *watch_cron_jobs(settings),
         ],
         queue_name=settings.redis.queue_name,
         redis_settings=arq_redis_settings(settings.redis),

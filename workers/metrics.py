@@ -60,6 +60,23 @@ STAGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+# The watched prefix (workers/watch.py): each object counted once, by the worker whose poll saw it end.
+WATCH_OBJECTS = Counter(
+    "veil_watch_objects",
+    "Objects of the watched prefix that ended: succeeded, failed (tagged, never retried automatically) or"
+    " skipped (not an image by its name).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WATCH_QUEUED = Counter(
+    "veil_watch_queued", "Blur jobs this worker queued for objects of the watched prefix.", registry=REGISTRY
+)
+WATCH_POLL_FAILURES = Counter(
+    "veil_watch_poll_failures",
+    "Polls of the watched prefix that failed (the store or Redis away); the next poll tries again.",
+    registry=REGISTRY,
+)
+
 
 def observe_job(record: JobRecord) -> None:
     """Count a job that ended (its final record) and observe its queue wait and stage timings."""
