@@ -10,7 +10,8 @@ from shared.gcfreeze import freeze_startup_objects
 def test_freeze_counts_and_later_garbage_is_still_collected() -> None:
     try:
         frozen = freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() > 0
+        # >=: a server another test started in this process may freeze its own start-up meanwhile.
+        assert gc.get_freeze_count() >= frozen > 0
 
         class Node:
             other: object = None
