@@ -12,7 +12,7 @@ from gateway import metrics, requestid
 from gateway.backends import connect_redis
 from gateway.errors import ERROR_RENDERERS, ErrorRenderers, error_middleware
 from gateway.inputs import body_limit
-from gateway.routes import bulk, demo, docs, health, jobs, plateblurer, platerecognizer, vehicore
+from gateway.routes import bulk, deliveries, demo, docs, health, jobs, plateblurer, platerecognizer, vehicore
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.submission import JobSubmitter
 from gateway.urlfetch import UrlFetcher
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
     app.add_routes(bulk.routes)
+    app.add_routes(deliveries.routes)
     app.add_routes(demo.routes)
     app.add_routes(docs.routes)
     metrics.setup(app)

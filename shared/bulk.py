@@ -2,7 +2,10 @@
 
 The gateway records the bulk job and queues ``expand_bulk``; a worker lists the objects and queues one
 child job per image (ids derived from the bulk id and the key, so a re-run after a crash queues nothing
-twice). Progress is read from the children's records.
+twice). Progress is counted as children start and end (:mod:`shared.bulk_progress`); when listing is over
+and the last child ended, ``bulk.finished`` is sent once to the bulk job's ``callback_url``
+(:func:`finish_if_done`). A cancelled bulk job lists no further, and its children that had not started
+end ``CANCELLED`` without running (workers/tasks.py); those that had started finish.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from arq.connections import ArqRedis
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from shared.jobs import BlurOptions, JobRecord, JobStatus, utcnow
+from shared.bulk_progress import Counters, ProgressStore, outcome_of, progress
+from shared.deliveries import enqueue_delivery
+from shared.jobs import BlurOptions, JobRecord, utcnow
 from shared.jobstore import RECORD_TTL_SECONDS, JobStore
 from shared.redisutil import resolve
 
@@ -30,7 +37,14 @@ class BulkStatus(StrEnum):
     LISTING = "listing"
     RUNNING = "running"
     FINISHED = "finished"
-    FAILED = "failed"
+    FAILED = "failed"  # listing failed (the children queued before still run)
+    CANCELLING = "cancelling"  # cancelled; children that had started are finishing
+    CANCELLED = "cancelled"
+
+
+# What clients never see of a bulk record.
+PRIVATE_FIELDS = frozenset({"owner", "options", "limit", "cursor", "page", "listed"})
+BULK_FINISHED = "bulk.finished"
 
 
 class BulkSource(BaseModel):
@@ -81,6 +95,7 @@ class BulkStore:
         self._redis = redis
         self._prefix = prefix
         self.jobs = JobStore(redis, prefix)
+        self.progress = ProgressStore(redis, prefix)
 
     def _key(self, bulk_id: str) -> str:
         return f"{self._prefix}:bulk:{bulk_id}"
@@ -109,11 +124,64 @@ class BulkStore:
         return sorted(pairs, key=lambda pair: pair[1])
 
 
-def summarise(record: BulkRecord, children: list[JobRecord | None]) -> tuple[BulkStatus, dict[str, int]]:
-    counts = {status.value: 0 for status in JobStatus}
-    for child in children:
-        counts[(child.status if child else JobStatus.QUEUED).value] += 1
-    status = record.status
-    if status is BulkStatus.RUNNING and counts["succeeded"] + counts["failed"] == record.total:
-        status = BulkStatus.FINISHED
-    return status, counts
+def is_done(record: BulkRecord, counters: Counters) -> bool:
+    """Listing is over and every child listed has ended."""
+    return record.status is not BulkStatus.LISTING and counters.ended >= record.total
+
+
+def view_status(record: BulkRecord, counters: Counters) -> BulkStatus:
+    done = is_done(record, counters)
+    if counters.cancelled_ms is not None:
+        return BulkStatus.CANCELLED if done else BulkStatus.CANCELLING
+    if record.status is BulkStatus.RUNNING and done:
+        return BulkStatus.FINISHED
+    return record.status
+
+
+def summary(record: BulkRecord, counters: Counters) -> dict[str, Any]:
+    """The bulk job as its owner sees it, without its children: ``GET /v1/bulk/<id>`` and the body of
+    ``bulk.finished``."""
+    state = progress(record.total, counters, done=is_done(record, counters))
+    counts = state.model_dump(include={"queued", "running", "succeeded", "failed", "cancelled"})
+    return {
+        **record.model_dump(mode="json", exclude=set(PRIVATE_FIELDS)),
+        "status": view_status(record, counters).value,
+        "cancelled_at": counters.cancelled_at,
+        "finished_at": counters.finished_at,
+        "counts": counts,
+        "progress": state.model_dump(),
+    }
+
+
+async def finish_if_done(bulks: BulkStore, pool: ArqRedis, queue_name: str, bulk_id: str) -> bool:
+    """If the bulk job is done, mark it finished and queue its ``bulk.finished`` webhook; only the first
+    caller that finds it done does (True). Called wherever its last child may end, and when listing ends."""
+    record = await bulks.get(bulk_id)
+    if record is None or not is_done(record, await bulks.progress.counters(bulk_id)):
+        return False
+    if not await bulks.progress.claim_finished(bulk_id):
+        return False
+    if record.callback_url:
+        await enqueue_delivery(pool, bulk_id, record.callback_url, queue_name, kind="bulk")
+    return True
+
+
+async def child_ended(
+    bulks: BulkStore, pool: ArqRedis, queue_name: str, bulk_id: str, record: JobRecord
+) -> None:
+    """Count a finished child (once, however often reported) and finish the bulk job if it was the last."""
+    await bulks.progress.ended(bulk_id, record.id, outcome_of(record))
+    await finish_if_done(bulks, pool, queue_name, bulk_id)
+
+
+async def reconcile(bulks: BulkStore, pool: ArqRedis, queue_name: str, bulk_id: str) -> Counters:
+    """Count the started children that ended without being counted (failed by the sweeper, or their worker
+    died right after recording the end), finish the bulk job if that was all, and return its counters."""
+    running = await bulks.progress.running_children(bulk_id)
+    for child in await bulks.jobs.get_many(running):
+        if child is not None and child.status.finished:
+            await bulks.progress.ended(bulk_id, child.id, outcome_of(child))
+    counters = await bulks.progress.counters(bulk_id)
+    if counters.finished_ms is None and await finish_if_done(bulks, pool, queue_name, bulk_id):
+        counters = await bulks.progress.counters(bulk_id)
+    return counters

@@ -1,7 +1,9 @@
-"""The ``expand_bulk`` task: list a bulk job's objects and queue one ordinary job per image.
+"""The ``expand_bulk`` task: list a bulk job's objects and queue one ordinary job per image; and what the
+blur task reports of a bulk job's children (started, ended, cancelled).
 
 Each object's header is read with a ranged GET (format and size, no decode), so the child job carries the
 same contract as an upload; objects that are not images we support fail at once, without a queue trip.
+A cancelled bulk job lists no further.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from shared.bulk import (
     BulkRecord,
     BulkStatus,
     BulkStore,
+    child_ended,
     child_job_id,
+    finish_if_done,
     is_image_key,
     output_key,
 )
+from shared.bulk_progress import outcome_of
 from shared.errors import VeilError
 from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, ObjectRef, utcnow
 from shared.queue import enqueue_anonymize
 from shared.storage import ObjectStore
-from workers.context import worker_context
+from workers.context import WorkerContext, worker_context
 from workers.imageops import probe
 from workers.notify import enqueue_delivery
 
@@ -67,16 +72,17 @@ async def _queue_child(
         info = await asyncio.to_thread(_probe_object, store, bulk.source.bucket, key)
     except VeilError as exc:  # not an image we support, or gone: the child fails now, nothing is queued
         now = utcnow()
-        await bulks.jobs.put_if_absent(
-            JobRecord(
-                id=job_id,
-                owner=bulk.owner,
-                status=JobStatus.FAILED,
-                finished_at=now,
-                options=bulk.options,
-                error=JobError(code=exc.code, message=exc.message),
-            )
+        failed = JobRecord(
+            id=job_id,
+            owner=bulk.owner,
+            status=JobStatus.FAILED,
+            finished_at=now,
+            options=bulk.options,
+            error=JobError(code=exc.code, message=exc.message),
         )
+        ended = failed if await bulks.jobs.put_if_absent(failed) else await bulks.jobs.get(job_id)
+        if ended is not None and ended.status.finished:  # counted once, however often the page runs
+            await bulks.progress.ended(bulk.id, job_id, outcome_of(ended))
         if bulk.callback_url:  # the receiver hears of every child, failed ones included
             await enqueue_delivery(pool, job_id, bulk.callback_url, queue_name)
         return
@@ -104,6 +110,11 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: i
     if bulk is None or bulk.status is not BulkStatus.LISTING or bulk.page != page:
         return {"status": "nothing to do"}  # a repeated delivery of a page already done
     redis_settings = state.settings.redis
+    if await bulks.progress.is_cancelled(bulk.id):  # listing ends here: what is listed is all there is
+        bulk.status = BulkStatus.RUNNING
+        await bulks.put(bulk)
+        await finish_if_done(bulks, ctx["redis"], redis_settings.queue_name, bulk.id)
+        return {"status": "cancelled", "total": bulk.total}
     if redis_settings.max_queued_jobs > 0:
         queued = await ctx["redis"].zcard(redis_settings.queue_name)
         if queued >= redis_settings.max_queued_jobs // 2:
@@ -125,6 +136,7 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: i
     except VeilError as exc:
         bulk.status, bulk.error = BulkStatus.FAILED, exc.message
         await bulks.put(bulk)
+        await finish_if_done(bulks, ctx["redis"], redis_settings.queue_name, bulk.id)
         return {"status": "failed", "error": exc.message}
 
     images = [key for key in keys if is_image_key(key)]
@@ -151,4 +163,25 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: i
     bulk.status = BulkStatus.RUNNING
     await bulks.put(bulk)
     log.info("bulk %s: %s images queued (%s skipped)", bulk.id, bulk.total, bulk.skipped)
+    await finish_if_done(bulks, ctx["redis"], queue, bulk.id)  # its children may all have ended already
     return {"status": "running", "total": bulk.total}
+
+
+# -- what the blur task reports of a bulk job's children ----------------------------------------------------
+
+
+def _bulks(state: WorkerContext) -> BulkStore:
+    return BulkStore(state.redis, state.settings.redis.prefix)
+
+
+async def is_cancelled(state: WorkerContext, bulk_id: str) -> bool:
+    return await _bulks(state).progress.is_cancelled(bulk_id)
+
+
+async def started(state: WorkerContext, bulk_id: str, job_id: str) -> None:
+    await _bulks(state).progress.started(bulk_id, job_id)
+
+
+async def ended(ctx: dict[str, Any], state: WorkerContext, bulk_id: str, record: JobRecord) -> None:
+    """Count a finished child, and send ``bulk.finished`` if it was the last one."""
+    await child_ended(_bulks(state), ctx["redis"], state.settings.redis.queue_name, bulk_id, record)

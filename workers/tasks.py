@@ -25,7 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import RedisError
 
+from shared.bulk_progress import CANCELLED_CODE
 from shared.errors import (
     DetectionError,
     NotFoundError,
@@ -46,7 +48,7 @@ from shared.jobs import (
     utcnow,
 )
 from shared.jobstore import RunningJob
-from workers import metrics, payload_check
+from workers import bulk, metrics, payload_check
 from workers.context import WorkerContext, worker_context
 from workers.lanes import detect_in_lane
 from workers.notify import enqueue_delivery
@@ -92,6 +94,29 @@ async def _load_record(state: WorkerContext, request: JobRequest) -> JobRecord:
             options=request.options,
         )
     return record
+
+
+def _untouched(request: JobRequest, **changes: object) -> JobRequest:
+    """``request`` with none of its objects to be deleted or written (and ``changes``)."""
+    return request.model_copy(
+        update={
+            "delete_source": False,
+            "output": None,
+            "options": request.options.model_copy(update={"logo_key": None}),
+            **changes,
+        }
+    )
+
+
+async def _bulk_child_ended(
+    ctx: dict[str, Any], state: WorkerContext, bulk_id: str, record: JobRecord
+) -> None:
+    """Count a bulk job's child as ended (once, however often reported): the bulk job's progress and its
+    ``bulk.finished`` follow from it. A failure here leaves the job as it is."""
+    try:
+        await bulk.ended(ctx, state, bulk_id, record)
+    except (RedisError, OSError):
+        log.warning("job %s: could not count it in bulk job %s", record.id, bulk_id, exc_info=True)
 
 
 def _running(request: JobRequest) -> RunningJob:
@@ -140,6 +165,8 @@ async def _end(
             await state.jobs.delete_later(refs, due)
             await state.jobs.deleted(await delete_objects(state, [r for r in refs if writes[r]]))
         log.warning("job %s was already %s; this run's outcome is dropped", request.id, ended.value)
+        if request.bulk_id and (final := await state.jobs.get(request.id)) is not None:
+            await _bulk_child_ended(ctx, state, request.bulk_id, final)  # the sweeper does not count it
         return {"status": ended.value, "repeat": True}
     metrics.observe_job(record)  # the record is final: count the job once, here
 
@@ -153,6 +180,8 @@ async def _end(
         await state.jobs.deleted(done)
     if request.callback_url:
         await enqueue_delivery(ctx["redis"], request.id, request.callback_url, settings.redis.queue_name)
+    if request.bulk_id:
+        await _bulk_child_ended(ctx, state, request.bulk_id, record)
     if record.error is not None:
         log.info("job %s %s: %s", request.id, record.status.value, record.error.code)
     else:
@@ -279,21 +308,22 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
 
     record = await _load_record(state, request)
     if record.status.finished:
+        if request.bulk_id:  # a repeated run: its end may not have been counted yet
+            await _bulk_child_ended(ctx, state, request.bulk_id, record)
         return {"status": record.status.value, "repeat": True}
+
+    if request.bulk_id and record.attempts == 0 and await bulk.is_cancelled(state, request.bulk_id):
+        # Never started, and its bulk job was cancelled: it ends unread, writing and deleting nothing, and
+        # without a webhook of its own (the bulk job's bulk.finished counts it).
+        _fail(record, CANCELLED_CODE, "the bulk job was cancelled before this image was started")
+        return await _end(ctx, state, _untouched(request, callback_url=None), record, {})
 
     refusal = payload_check.refusal(state.store, request)
     if refusal is not None:  # not what the gateway queues: fail it unread, and delete none of its objects
         log.warning("job %s refused: %s", request.id, refusal)
         record.attempts += 1
         _fail(record, "VALIDATION_ERROR", f"refused: {refusal}")
-        untouched = request.model_copy(
-            update={
-                "delete_source": False,
-                "output": None,
-                "options": request.options.model_copy(update={"logo_key": None}),
-            }
-        )
-        return await _end(ctx, state, untouched, record, {})
+        return await _end(ctx, state, _untouched(request), record, {})
 
     record.status = JobStatus.RUNNING
     record.started_at = record.started_at or utcnow()
@@ -302,6 +332,11 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     ended = await state.jobs.start(record, deadline=job_deadline(state.settings), running=_running(request))
     if ended is not None:  # ended meanwhile (the sweeper, or a duplicate run)
         return {"status": ended.value, "repeat": True}
+    if request.bulk_id:
+        try:
+            await bulk.started(state, request.bulk_id, request.id)
+        except (RedisError, OSError):  # only its bulk job's progress misses it, until it ends
+            log.warning("job %s: could not count it in bulk job %s", request.id, request.bulk_id)
 
     writes: dict[ObjectRef, bool] = {}
     try:

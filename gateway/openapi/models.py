@@ -13,7 +13,7 @@ from gateway.api4ai import OBJECTS_TO_HIDE, OUTPUTS, Api4aiFields
 from gateway.inputs import BASE64_KEY, IMAGE_FIELD, S3_KEY, URL_KEY
 from gateway.openapi.components import unset
 from gateway.options import option_fields
-from gateway.routes.bulk import BulkFields
+from gateway.routes.bulk import BulkFields, BulkSummary
 from gateway.routes.jobs import SelfLink
 from shared.jobs import PRIVATE_JOB_FIELDS, JobRecord, ObjectRef, PublicResult
 
@@ -95,6 +95,13 @@ WebhookEvent = create_model(
     "WebhookEvent",
     __doc__="What the worker POSTs to a job's `callback_url` when the job ends.",
     **_EVENT_FIELDS,
+)
+_BULK_EVENT_FIELDS: dict[str, Any] = {"event": (Literal["bulk.finished"], ...), "bulk": (BulkSummary, ...)}
+BulkFinishedEvent = create_model(
+    "BulkFinishedEvent",
+    __doc__="What the worker POSTs to a bulk job's `callback_url` once, when its last child ended (after a"
+    " cancel too).",
+    **_BULK_EVENT_FIELDS,
 )
 
 

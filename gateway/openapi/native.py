@@ -11,6 +11,7 @@ from gateway.openapi.components import (
     json_body,
 )
 from gateway.openapi.models import (
+    BulkFinishedEvent,
     BulkRequest,
     JobForm,
     JobJson,
@@ -19,7 +20,7 @@ from gateway.openapi.models import (
     NativeError,
     WebhookEvent,
 )
-from gateway.routes import bulk, demo, health, jobs
+from gateway.routes import bulk, deliveries, demo, health, jobs
 from shared.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -36,7 +37,8 @@ _ERRORS = {
     400: "`VALIDATION_ERROR` (bad input or option); `URL_NOT_ALLOWED` / `FETCH_FAILED` for `image_url`.",
     401: "`UNAUTHORIZED`: no API key, or an unknown or revoked one.",
     404: "`NOT_FOUND`: no such id, or another key's.",
-    409: "`NOT_FINISHED` / `JOB_FAILED`.",
+    409: "`NOT_FINISHED` / `JOB_FAILED`; `BULK_FINISHED` (nothing left to cancel); `NO_DELIVERY` (no webhook"
+    " to send again).",
     410: "`RESULT_EXPIRED` / `RESULT_DELETED`.",
     413: "`PAYLOAD_TOO_LARGE`: over the upload or pixel limit.",
     415: "`UNSUPPORTED_MEDIA_TYPE`: not JPEG, PNG or WebP.",
@@ -117,6 +119,7 @@ def jobs_paths(c: Components) -> Schema:
                 "responses": {"204": {"description": "Deleted."}, **_errors(c, 401, 404, 409, 503)},
             },
         },
+        "/v1/jobs/{job_id}/deliveries": {"parameters": [job_id], **_deliveries(c, "job", "Jobs", "Job")},
         "/v1/jobs/{job_id}/result": {
             "parameters": [job_id],
             "get": {
@@ -132,6 +135,36 @@ def jobs_paths(c: Components) -> Schema:
                     **_errors(c, 401, 404, 409, 410, 503),
                 },
             },
+        },
+    }
+
+
+def _deliveries(c: Components, subject: str, tag: str, name: str) -> Schema:
+    """``GET`` and ``POST`` of a job's or bulk job's ``…/deliveries``."""
+    accepted = json_body(c.ref(deliveries.RedeliveryAccepted), "Queued: its attempts appear in the list.")
+    accepted["headers"] = _location("The deliveries list.")
+    return {
+        "get": {
+            "operationId": f"list{name}Deliveries",
+            "tags": [tag, "Webhooks"],
+            "summary": f"Every attempt of the {subject}'s webhook deliveries",
+            "description": "The last 50 attempts, oldest first: URL, HTTP status, latency, a short error and"
+            " the outcome (`delivered`, `retrying`, `failed`: not retried, `gave_up`: the retry window is"
+            " over). Nothing of the images.",
+            "security": NATIVE_SECURITY,
+            "responses": {
+                "200": json_body(c.ref(deliveries.Deliveries), "The attempts."),
+                **_errors(c, 401, 404, 503),
+            },
+        },
+        "post": {
+            "operationId": f"redeliver{name}",
+            "tags": [tag, "Webhooks"],
+            "summary": f"Send the {subject}'s webhook again",
+            "description": "The same event under the same `webhook-id` (deduplicate on it), signed anew and"
+            " retried as the first delivery; a delivery of the same event still retrying stops.",
+            "security": NATIVE_SECURITY,
+            "responses": {"202": accepted, **_errors(c, 401, 404, 409, 429, 503)},
         },
     }
 
@@ -177,6 +210,24 @@ def bulk_paths(c: Components) -> Schema:
                     **_errors(c, 400, 401, 404, 503),
                 },
             },
+            "delete": {
+                "operationId": "cancelBulk",
+                "tags": ["Bulk"],
+                "summary": "Cancel what has not started",
+                "description": "Listing stops; each child not started yet ends failed `CANCELLED` without"
+                " reading or writing anything (no webhook of its own); started children finish. The status"
+                " is `cancelling` until the last started child ended, then `cancelled`, and `bulk.finished`"
+                " is sent.",
+                "security": NATIVE_SECURITY,
+                "responses": {
+                    "202": json_body(c.ref(bulk.BulkView), "Cancelled: the bulk job and its first jobs."),
+                    **_errors(c, 401, 404, 409, 503),
+                },
+            },
+        },
+        "/v1/bulk/{bulk_id}/deliveries": {
+            "parameters": [_id("bulk_id", "The bulk job's id.")],
+            **_deliveries(c, "bulk job", "Bulk", "Bulk"),
         },
     }
 
@@ -268,39 +319,67 @@ def _header(name: str, description: str, pattern: str | None = None, *, deprecat
     return {**parameter, "schema": schema}
 
 
+_RETRIES = (
+    " Any answer but a 2xx is retried, as are timeouts and connection errors, after a jittered exponential"
+    " backoff (2 s, 4 s, … up to an hour, each a random 50-100 % of that) until"
+    " `VEIL_WEBHOOKS__RETRY_FOR_SECONDS` (24 h) after the event; 410 Gone stops the retries. Every attempt is"
+    " listed at `…/deliveries`."
+)
+_HOOK_RESPONSES: Schema = {
+    "200": {"description": "Any 2xx: delivered."},
+    "410": {"description": "Gone: not retried (the delivery is recorded `failed`)."},
+    "503": {"description": "Any other status (or none): retried."},
+}
+
+
+def _signature_headers(msg_id: str, events: str) -> list[Schema]:
+    return [
+        _header(ID_HEADER, f"`{msg_id}`: the same on every retry and redelivery.", r"^msg_\S+$"),
+        _header(TIMESTAMP_HEADER, "Unix seconds of this attempt.", r"^[0-9]+$"),
+        _header(
+            SIGNATURE_HEADER,
+            'v1,<base64 HMAC-SHA256(secret, "<webhook-id>.<webhook-timestamp>." + body)>',
+            r"^v1,\S+$",
+        ),
+        _header(EVENT_HEADER, events),
+        _header(DELIVERY_HEADER, "A fresh id per attempt."),
+        _header(
+            LEGACY_SIGNATURE_HEADER,
+            'Deprecated: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>.',
+            deprecated=True,
+        ),
+    ]
+
+
 def webhooks(c: Components) -> Schema:
-    """``webhooks``: the POST a job's ``callback_url`` receives, signed per Standard Webhooks."""
+    """``webhooks``: the POSTs a ``callback_url`` receives, signed per Standard Webhooks."""
+    signed = (
+        "Signed per Standard Webhooks with the key's webhook secret (`whsec_…`): verify the signature over"
+        " the raw body and that the timestamp is within five minutes."
+    )
     return {
         "jobFinished": {
             "post": {
                 "operationId": "jobFinished",
                 "tags": ["Webhooks"],
                 "summary": "A job with a `callback_url` ended",
-                "description": "Signed per Standard Webhooks with the key's webhook secret (`whsec_…`):"
-                " verify the signature over the raw body and that the timestamp is within five minutes."
-                " Retried with backoff (2, 4, 8, 16 s) on timeouts, connection errors, 408, 429 and 5xx.",
-                "parameters": [
-                    _header(ID_HEADER, "`msg_<job id>_job_<status>`: the same on every retry.", r"^msg_\S+$"),
-                    _header(TIMESTAMP_HEADER, "Unix seconds of this attempt.", r"^[0-9]+$"),
-                    _header(
-                        SIGNATURE_HEADER,
-                        'v1,<base64 HMAC-SHA256(secret, "<webhook-id>.<webhook-timestamp>." + body)>',
-                        r"^v1,\S+$",
-                    ),
-                    _header(EVENT_HEADER, "`job.succeeded` or `job.failed`."),
-                    _header(DELIVERY_HEADER, "A fresh id per attempt."),
-                    _header(
-                        LEGACY_SIGNATURE_HEADER,
-                        'Deprecated: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>.',
-                        deprecated=True,
-                    ),
-                ],
+                "description": signed + _RETRIES,
+                "parameters": _signature_headers(
+                    "msg_<job id>_job_<status>", "`job.succeeded` or `job.failed`."
+                ),
                 "requestBody": json_body(c.ref(WebhookEvent), "The event and the job JSON."),
-                "responses": {
-                    "200": {"description": "Any 2xx: delivered."},
-                    "400": {"description": "Any other 4xx but 408 and 429: final, not retried."},
-                    "503": {"description": "408, 429 and 5xx: retried."},
-                },
+                "responses": _HOOK_RESPONSES,
             }
-        }
+        },
+        "bulkFinished": {
+            "post": {
+                "operationId": "bulkFinished",
+                "tags": ["Webhooks", "Bulk"],
+                "summary": "The last child of a bulk job with a `callback_url` ended",
+                "description": signed + " Sent once per bulk job, cancelled ones included." + _RETRIES,
+                "parameters": _signature_headers("msg_<bulk id>_bulk_finished", "`bulk.finished`."),
+                "requestBody": json_body(c.ref(BulkFinishedEvent), "The event and the bulk job's JSON."),
+                "responses": _HOOK_RESPONSES,
+            }
+        },
     }

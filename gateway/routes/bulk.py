@@ -1,4 +1,6 @@
-"""Bulk jobs: ``POST /v1/bulk`` blurs every image under a bucket prefix; ``GET /v1/bulk/{id}`` reports.
+"""Bulk jobs: ``POST /v1/bulk`` blurs every image under a bucket prefix; ``GET /v1/bulk/{id}`` reports
+its progress (from counters: :mod:`shared.bulk_progress`) and a page of its children; ``DELETE`` cancels
+what has not started.
 
 The gateway only checks the request and records it; a worker lists the objects (``expand_bulk``) and
 queues one ordinary job per image, so a bucket of 10 000 photos never holds an HTTP request open.
@@ -7,6 +9,7 @@ queues one ordinary job per image, so a bucket of 10 000 photos never holds an H
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -23,14 +26,19 @@ from gateway.state import REDIS, SETTINGS, SUBMITTER
 from shared.bulk import (
     EXPAND_FUNCTION,
     MAX_OBJECTS,
+    PRIVATE_FIELDS,
     BulkOutput,
     BulkRecord,
     BulkSource,
     BulkStatus,
     BulkStore,
-    summarise,
+    is_done,
+    reconcile,
+    summary,
+    view_status,
 )
-from shared.errors import NotFoundError, ValidationError
+from shared.bulk_progress import BulkProgress, Counters
+from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.jobs import JobError, JobStatus, PublicResult
 from shared.objectkeys import check_prefix, is_folder
 from shared.settings import Settings
@@ -50,15 +58,15 @@ class BulkFields(pydantic.BaseModel):
     output: BulkOutput | None = pydantic.Field(
         default=None, description="Where blurred copies go (besides each job's result): a writable bucket."
     )
-    callback_url: str | None = pydantic.Field(default=None, description="Webhook for each child job.")
+    callback_url: str | None = pydantic.Field(
+        default=None, description="Webhook for each child job, and `bulk.finished` once they all ended."
+    )
     limit: int = pydantic.Field(
         default=MAX_OBJECTS, ge=1, le=MAX_OBJECTS, description="At most this many images."
     )
 
 
 _OWN_FIELDS = frozenset(BulkFields.model_fields)
-# What clients never see of a bulk record.
-_PRIVATE_FIELDS = {"owner", "options", "limit", "cursor", "page", "listed"}
 
 
 class BulkLink(pydantic.BaseModel):
@@ -78,10 +86,13 @@ class BulkAccepted(pydantic.BaseModel):
 
 
 class BulkCounts(pydantic.BaseModel):
+    """The same numbers as ``progress`` (kept for clients of before it)."""
+
     queued: int
     running: int
     succeeded: int
     failed: int
+    cancelled: int
 
 
 class BulkChild(pydantic.BaseModel):
@@ -95,13 +106,21 @@ class BulkChild(pydantic.BaseModel):
 _PUBLIC_FIELDS: dict[str, Any] = {
     name: (field.annotation, field)
     for name, field in BulkRecord.model_fields.items()
-    if name not in _PRIVATE_FIELDS
+    if name not in PRIVATE_FIELDS
 }
+BulkSummary = pydantic.create_model(
+    "BulkSummary",
+    __doc__="A bulk job as its owner sees it (and as `bulk.finished` carries it).",
+    **_PUBLIC_FIELDS,
+    cancelled_at=(datetime | None, pydantic.Field(description="When its owner cancelled it.")),
+    finished_at=(datetime | None, pydantic.Field(description="When its last child ended.")),
+    counts=(BulkCounts, ...),
+    progress=(BulkProgress, ...),
+)
 BulkView = pydantic.create_model(
     "BulkView",
+    __base__=BulkSummary,
     __doc__="A bulk job and one page of its child jobs.",
-    **_PUBLIC_FIELDS,
-    counts=(BulkCounts, ...),
     jobs=(list[BulkChild], ...),
     links=(BulkLinks, ...),
 )
@@ -192,10 +211,15 @@ async def create_bulk(request: web.Request) -> web.Response:
     return json_response(accepted.model_dump(by_alias=True), status=202, headers={"Location": location})
 
 
-@routes.get("/v1/bulk/{bulk_id}")
-async def get_bulk(request: web.Request) -> web.Response:
-    key = await authenticate(request)
-    settings = request.config_dict[SETTINGS]
+async def owned_bulk(bulks: BulkStore, bulk_id: str, owner: str) -> BulkRecord:
+    """The owner's bulk job; :class:`NotFoundError` for unknown ones and other owners' alike."""
+    record = await bulks.get(bulk_id)
+    if record is None or record.owner != owner:
+        raise NotFoundError("no such bulk job")
+    return record
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
     try:
         offset = int(request.query.get("offset", "0"))
         limit = int(request.query.get("limit", "100"))
@@ -203,16 +227,19 @@ async def get_bulk(request: web.Request) -> web.Response:
         raise ValidationError("offset and limit must be whole numbers") from exc
     if offset < 0 or not 1 <= limit <= 1000:
         raise ValidationError("offset must be ≥ 0 and limit from 1 to 1000")
-    bulks = BulkStore(request.config_dict[REDIS], settings.redis.prefix)
+    return offset, limit
+
+
+async def _view(
+    bulks: BulkStore, record: BulkRecord, counters: Counters, offset: int, limit: int
+) -> dict[str, Any]:
+    """The bulk JSON with one page of its children (only that page's records are read)."""
     with redis_errors("read the bulk job"):
-        record = await bulks.get(request.match_info["bulk_id"])
-        if record is None or record.owner != key.id:
-            raise NotFoundError("no such bulk job")
         children = await bulks.children(record.id)
-        records = await bulks.jobs.get_many([job_id for job_id, _ in children])
-    status, counts = summarise(record, records)
+        shown = children[offset : offset + limit]
+        records = await bulks.jobs.get_many([job_id for job_id, _ in shown])
     page = []
-    for (job_id, source_key), child in list(zip(children, records, strict=True))[offset : offset + limit]:
+    for (job_id, source_key), child in zip(shown, records, strict=True):
         public = child.public() if child else {"status": "queued"}
         page.append(
             {
@@ -224,12 +251,43 @@ async def get_bulk(request: web.Request) -> web.Response:
             }
         )
     body: dict[str, Any] = {
-        **record.model_dump(mode="json", exclude=_PRIVATE_FIELDS),
-        "status": status.value,
-        "counts": counts,
+        **summary(record, counters),
         "jobs": page,
         "links": {"self": bulk_path(record.id)},
     }
     if offset + limit < len(children):
         body["links"]["next"] = f"{bulk_path(record.id)}?offset={offset + limit}&limit={limit}"
-    return json_response(body)
+    return body
+
+
+@routes.get("/v1/bulk/{bulk_id}")
+async def get_bulk(request: web.Request) -> web.Response:
+    key = await authenticate(request)
+    settings = request.config_dict[SETTINGS]
+    offset, limit = _paging(request)
+    pool = request.config_dict[REDIS]
+    bulks = BulkStore(pool, settings.redis.prefix)
+    with redis_errors("read the bulk job"):
+        record = await owned_bulk(bulks, request.match_info["bulk_id"], key.id)
+        counters = await reconcile(bulks, pool, settings.redis.queue_name, record.id)
+    return json_response(await _view(bulks, record, counters, offset, limit))
+
+
+@routes.delete("/v1/bulk/{bulk_id}")
+async def cancel_bulk(request: web.Request) -> web.Response:
+    """Cancel what has not started: listing stops, and each child not started yet ends ``CANCELLED`` when
+    a worker comes to it (without reading or writing anything); children already started finish."""
+    key = await authenticate(request)
+    settings = request.config_dict[SETTINGS]
+    pool = request.config_dict[REDIS]
+    bulks = BulkStore(pool, settings.redis.prefix)
+    with redis_errors("cancel the bulk job"):
+        record = await owned_bulk(bulks, request.match_info["bulk_id"], key.id)
+        counters = await reconcile(bulks, pool, settings.redis.queue_name, record.id)
+        if is_done(record, counters):
+            status = view_status(record, counters).value
+            raise ConflictError(f"the bulk job is {status}: nothing is left to cancel", code="BULK_FINISHED")
+        await bulks.progress.cancel(record.id)
+        counters = await bulks.progress.counters(record.id)
+    body = await _view(bulks, record, counters, 0, 100)
+    return json_response(body, status=202)

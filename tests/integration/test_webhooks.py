@@ -1,4 +1,5 @@
-"""Webhook deliveries against a real receiver on loopback and real Redis: signed, guarded, retried."""
+"""Webhook deliveries against a real receiver on loopback and real Redis: signed, guarded, retried on any
+answer but a 2xx until the window closes or the receiver says 410 Gone, every attempt recorded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from shared.apikeys import ApiKeyStore
+from shared.deliveries import DeliveryAttempt, DeliveryOutcome, DeliveryStore
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus
 from shared.jobstore import JobStore
 from shared.queue import deserialize
@@ -22,7 +24,7 @@ from shared.settings import Settings
 from shared.webhooks import ID_HEADER, LEGACY_SIGNATURE_HEADER, message_id, verify, verify_legacy
 from tests.integration.conftest import ClientFactory
 from tests.webhook_receiver import Receiver
-from workers.notify import deliver
+from workers.notify import Delivery, deliver
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +47,27 @@ def _allowing_loopback(settings: Settings) -> Settings:
     return settings.model_copy(update={"url_allowlist": ["127.0.0.1"]})
 
 
+def _delivery(job_id: str, url: str, *, queued_at: float | None = None) -> Delivery:
+    return Delivery(kind="job", subject_id=job_id, callback_url=url, queued_at=queued_at or time.time())
+
+
+async def _attempts(settings: Settings, redis: Redis, job_id: str) -> list[DeliveryAttempt]:
+    return await DeliveryStore(redis, settings.redis.prefix).attempts("job", job_id)
+
+
 async def test_delivery_is_signed_and_carries_the_job(
     settings: Settings, redis: Redis, receiver: Receiver
 ) -> None:
     job_id, secret = await _finished_job(settings, redis)
-    outcome = await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
-    assert outcome == "delivered (200)"
+    attempt = await deliver(_allowing_loopback(settings), redis, _delivery(job_id, receiver.url), attempt=1)
+    assert attempt is not None
+    assert (attempt.outcome, attempt.status, attempt.error) == (DeliveryOutcome.DELIVERED, 200, None)
+    assert attempt.latency_ms is not None and attempt.latency_ms >= 0
+    assert await _attempts(settings, redis, job_id) == [attempt]
     body, headers = receiver.received[0]
     assert Webhook(secret).verify(body, headers) == orjson.loads(body)  # any Standard Webhooks receiver
     assert verify(secret, headers, body)
-    assert headers[ID_HEADER] == message_id(job_id, "job.succeeded")
+    assert headers[ID_HEADER] == message_id(job_id, "job.succeeded") == attempt.webhook_id
     # Deprecated, still sent for one release.
     assert verify_legacy(secret, headers[LEGACY_SIGNATURE_HEADER], body, now=int(time.time()))
     payload = orjson.loads(body)
@@ -68,41 +81,87 @@ async def test_retries_keep_the_message_id_and_sign_again(
     settings: Settings, redis: Redis, receiver: Receiver
 ) -> None:
     job_id, secret = await _finished_job(settings, redis)
+    delivery = _delivery(job_id, receiver.url)
     receiver.status = 503
     with pytest.raises(Retry):
-        await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
+        await deliver(_allowing_loopback(settings), redis, delivery, attempt=1)
     receiver.status = 200
-    assert await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=2) == (
-        "delivered (200)"
-    )
+    attempt = await deliver(_allowing_loopback(settings), redis, delivery, attempt=2)
+    assert attempt is not None and attempt.outcome is DeliveryOutcome.DELIVERED
     assert len(receiver.received) == 2
     assert {headers[ID_HEADER] for _, headers in receiver.received} == {message_id(job_id, "job.succeeded")}
     for body, headers in receiver.received:
         Webhook(secret).verify(body, headers)
+    first, second = await _attempts(settings, redis, job_id)
+    assert (first.attempt, first.outcome, first.status) == (1, DeliveryOutcome.RETRYING, 503)
+    assert (
+        first.error == "HTTP 503" and first.next_attempt_at is not None and first.next_attempt_at > first.at
+    )
+    assert (second.attempt, second.outcome) == (2, DeliveryOutcome.DELIVERED)
 
 
 async def test_loopback_receiver_refused_without_allowlist(
     settings: Settings, redis: Redis, receiver: Receiver
 ) -> None:
     job_id, _ = await _finished_job(settings, redis)
-    outcome = await deliver(settings.model_copy(update={"url_allowlist": []}), redis, job_id, receiver.url, 1)
-    assert outcome.startswith("refused")
+    closed = settings.model_copy(update={"url_allowlist": []})
+    attempt = await deliver(closed, redis, _delivery(job_id, receiver.url), 1)  # final: no Retry
+    assert attempt is not None and attempt.outcome is DeliveryOutcome.FAILED
+    assert attempt.error is not None and attempt.error.startswith("refused by the SSRF guard")
+    assert attempt.status is None
     assert receiver.received == []
 
 
-async def test_server_errors_are_retried_client_errors_are_not(
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503, 302])
+async def test_every_answer_but_2xx_is_retried(
+    settings: Settings, redis: Redis, receiver: Receiver, status: int
+) -> None:
+    job_id, _ = await _finished_job(settings, redis)
+    receiver.status = status
+    with pytest.raises(Retry):
+        await deliver(_allowing_loopback(settings), redis, _delivery(job_id, receiver.url), attempt=1)
+    (attempt,) = await _attempts(settings, redis, job_id)
+    assert (attempt.status, attempt.outcome, attempt.error) == (
+        status,
+        DeliveryOutcome.RETRYING,
+        f"HTTP {status}",
+    )
+
+
+async def test_gone_stops_the_retries(settings: Settings, redis: Redis, receiver: Receiver) -> None:
+    job_id, _ = await _finished_job(settings, redis)
+    receiver.status = 410
+    attempt = await deliver(_allowing_loopback(settings), redis, _delivery(job_id, receiver.url), 1)
+    assert attempt is not None
+    assert (attempt.status, attempt.outcome, attempt.next_attempt_at) == (410, DeliveryOutcome.FAILED, None)
+
+
+async def test_retries_end_with_the_window(settings: Settings, redis: Redis, receiver: Receiver) -> None:
+    job_id, _ = await _finished_job(settings, redis)
+    receiver.status = 503
+    window = settings.webhooks.retry_for_seconds
+    late = _delivery(job_id, receiver.url, queued_at=time.time() - window + 1)  # the next wait is longer
+    attempt = await deliver(_allowing_loopback(settings), redis, late, attempt=3)
+    assert attempt is not None and (attempt.outcome, attempt.attempt) == (DeliveryOutcome.GAVE_UP, 3)
+    assert attempt.error == "HTTP 503"
+
+
+async def test_nothing_is_sent_for_a_revoked_key_or_an_expired_record(
     settings: Settings, redis: Redis, receiver: Receiver
 ) -> None:
     job_id, _ = await _finished_job(settings, redis)
-    receiver.status = 503
-    with pytest.raises(Retry):
-        await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1)
-    outcome = await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=5)
-    assert outcome.startswith("gave up after 5 attempts")
-    receiver.status = 410
-    assert await deliver(_allowing_loopback(settings), redis, job_id, receiver.url, attempt=1) == (
-        "receiver answered 410"
+    record = await JobStore(redis, settings.redis.prefix).get(job_id)
+    assert record is not None
+    await ApiKeyStore(redis, settings.redis.prefix).revoke(record.owner)
+    revoked = await deliver(_allowing_loopback(settings), redis, _delivery(job_id, receiver.url), 1)
+    assert revoked is not None and revoked.outcome is DeliveryOutcome.FAILED
+    assert revoked.error == "the API key was revoked or has no webhook secret"
+    gone = await deliver(_allowing_loopback(settings), redis, _delivery(uuid.uuid4().hex, receiver.url), 1)
+    assert gone is not None and (gone.outcome, gone.error) == (
+        DeliveryOutcome.FAILED,
+        "the job's record has expired",
     )
+    assert receiver.received == []
 
 
 async def test_native_callback_url_is_checked_and_queued(

@@ -23,7 +23,11 @@ from gateway.openapi import build_document, document
 from gateway.options import OPTION_NAMES
 from gateway.routes import docs, plateblurer, platerecognizer, vehicore
 from gateway.routes.bulk import BulkFields
+from gateway.routes.deliveries import Deliveries, DeliveriesLinks, RedeliveryAccepted, RedeliveryLinks
 from gateway.routes.platerecognizer import ACCEPTED_FIELDS
+from shared.bulk import BulkRecord, BulkSource, BulkStatus, summary
+from shared.bulk_progress import Counters
+from shared.deliveries import DeliveryAttempt, DeliveryOutcome
 from shared.jobs import (
     BlurOptions,
     Detection,
@@ -133,6 +137,12 @@ def test_webhooks_carry_the_payload_and_signature_headers(doc: Document) -> None
     payload = schema(doc, hook["requestBody"]["content"]["application/json"]["schema"])
     assert payload["properties"]["event"]["enum"] == ["job.succeeded", "job.failed"]
     assert payload["properties"]["job"] == {"$ref": "#/components/schemas/Job"}
+    bulk_hook = doc["webhooks"]["bulkFinished"]["post"]
+    assert {p["name"] for p in bulk_hook["parameters"] if p["in"] == "header"} == headers
+    bulk_payload = schema(doc, bulk_hook["requestBody"]["content"]["application/json"]["schema"])
+    assert bulk_payload["properties"]["event"]["const"] == "bulk.finished"
+    assert bulk_payload["properties"]["bulk"] == {"$ref": "#/components/schemas/BulkSummary"}
+    assert "410" in hook["responses"] and "410" in bulk_hook["responses"]
 
 
 def test_security_schemes_for_each_auth_style(doc: Document) -> None:
@@ -302,3 +312,61 @@ def test_built_bodies_match_their_schemas(doc: Document) -> None:
     answer = {"created": "2020-05-02T12:28:09.989Z", "predictions": [prediction], "final_photo": "aGk="}
     _validator(doc, "PlateBlurerAnswer").validate(answer)
     assert list(_validator(doc, "JobView").iter_errors({**view, "status": "lost"}))
+
+
+def test_bulk_and_delivery_bodies_match_their_schemas(doc: Document) -> None:
+    now = datetime.now(UTC)
+    record = BulkRecord(
+        id="b" * 32,
+        owner="k",
+        status=BulkStatus.RUNNING,
+        source=BulkSource(bucket="claims", prefix="2026/"),
+        callback_url="https://hooks.example/veil",
+        total=3,
+    )
+    stamp = int(now.timestamp() * 1000)
+    for counters in (
+        Counters(),  # nothing ended yet: no rate, no ETA
+        Counters(succeeded=1, failed=1, running=1, first_started_ms=stamp - 2000),
+        Counters(
+            succeeded=1,
+            failed=1,
+            cancelled=1,
+            first_started_ms=stamp - 2000,
+            cancelled_ms=stamp,
+            finished_ms=stamp,
+        ),
+    ):
+        body = orjson.loads(orjson.dumps(summary(record, counters)))
+        _validator(doc, "BulkSummary").validate(body)
+        _validator(doc, "BulkFinishedEvent").validate({"event": "bulk.finished", "bulk": body})
+        child = {
+            "id": "c" * 32,
+            "key": "2026/a.jpg",
+            "status": "failed",
+            "result": None,
+            "error": {"code": "CANCELLED", "message": "m"},
+        }
+        _validator(doc, "BulkView").validate({**body, "jobs": [child], "links": {"self": "/v1/bulk/b"}})
+    assert body["status"] == "cancelled" and body["progress"]["eta_seconds"] == 0
+    attempt = DeliveryAttempt(
+        redelivery=0,
+        attempt=1,
+        at=now,
+        event="job.succeeded",
+        webhook_id="msg_x_job_succeeded",
+        url="https://hooks.example/veil",
+        status=None,
+        latency_ms=None,
+        error="timed out after 10 s",
+        outcome=DeliveryOutcome.RETRYING,
+        next_attempt_at=now,
+    )
+    listed = Deliveries(deliveries=[attempt], links=DeliveriesLinks(self_="/v1/jobs/x/deliveries"))
+    _validator(doc, "Deliveries").validate(
+        orjson.loads(orjson.dumps(listed.model_dump(mode="json", by_alias=True)))
+    )
+    accepted = RedeliveryAccepted(
+        redelivery=1, status="queued", links=RedeliveryLinks(deliveries="/v1/jobs/x/d")
+    )
+    _validator(doc, "RedeliveryAccepted").validate(accepted.model_dump())
