@@ -36,6 +36,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from arq.jobs import JobStatus as ArqStatus
 
+from shared.bulk import BulkStore, child_ended
 from shared.jobs import BlurOptions, ImageFormat, JobError, JobStatus, ObjectRef, utcnow
 from shared.jobstore import RunningJob
 from shared.settings import Settings
@@ -163,6 +164,11 @@ async def _fail_abandoned(state: WorkerContext, queue: ArqRedis, now: float) -> 
         )
         if running.callback_url:
             await enqueue_delivery(queue, job_id, running.callback_url, settings.redis.queue_name)
+        # A bulk child: counted now, so bulk.finished doesn't wait for someone to read the bulk job.
+        bulks = BulkStore(state.redis, settings.redis.prefix)
+        bulk_id = await bulks.progress.bulk_of(job_id)
+        if bulk_id:
+            await child_ended(bulks, queue, settings.redis.queue_name, bulk_id, record)
     return failed
 
 
