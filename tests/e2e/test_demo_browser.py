@@ -7,6 +7,7 @@ keyboard slider; a bad file and a missing key give readable errors. The before/a
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,6 +178,8 @@ def test_a_photo_is_blurred_and_shown_before_and_after(
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert _by_id(browser, "viewer").screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+    # The test's artifact in pytest's temp dir too (kept for the last runs), beside the stable path above.
+    shutil.copyfile(SCREENSHOT, tmp_path / "demo.png")
 
     # Every request went to the gateway's own origin; the CSP blocked nothing and nothing failed.
     resources = browser.execute_script(
