@@ -1,4 +1,4 @@
-"""S3-compatible object store: key layout, put/get/delete, listing, presigned GETs for clients. The one
+"""S3-compatible object store: key layout, put/get/delete, listing, tags, presigned GETs for clients. The one
 I/O path to the store: every call goes through this boto3 client (blocking; async callers go through
 :class:`shared.transfer.ObjectTransfer`, which runs these in threads within a deadline, or
 ``asyncio.to_thread``). boto3 reads ``AWS_CA_BUNDLE`` and ``HTTP(S)_PROXY`` / ``NO_PROXY`` itself.
@@ -17,17 +17,20 @@ import boto3
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import NotFoundError, PayloadTooLargeError, StoreUnavailableError
+from shared.errors import NotFoundError, PayloadTooLargeError, StoreUnavailableError, ValidationError
 from shared.settings import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import TagTypeDef
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3  # tries per store call, the first included (boto3's "standard" retry mode)
 MAX_CONNECTIONS = 32  # the client's connection pool; shared.transfer runs as many calls at once
+MAX_TAGS = 10  # S3's limit per object
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 
 
 def attempt_timeout(settings: S3Settings) -> float:
@@ -77,6 +80,15 @@ def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
 def _not_found(exc: ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object of a listing: its key, version (ETag) and last-modified time."""
+
+    key: str
+    etag: str
+    last_modified: datetime
 
 
 @dataclass(frozen=True)
@@ -203,22 +215,67 @@ class ObjectStore:
     ) -> tuple[list[str], bool]:
         """Up to ``limit`` keys under ``prefix`` in key order (after ``start_after``), and whether more
         were left out."""
-        keys: list[str] = []
+        listed, more = self.list_objects(bucket, prefix, limit, start_after)
+        return [item.key for item in listed], more
+
+    def list_objects(
+        self, bucket: str, prefix: str, limit: int, start_after: str | None = None
+    ) -> tuple[list[Listed], bool]:
+        """As :meth:`list_keys`, with each object's version (ETag) and last-modified time."""
+        found: list[Listed] = []
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
-            pages = paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after or "")
+            pages = paginator.paginate(
+                Bucket=bucket,
+                Prefix=prefix,
+                StartAfter=start_after or "",
+                PaginationConfig={"PageSize": min(limit + 1, 1000)},
+            )
             for page in pages:
                 for item in page.get("Contents", []):
-                    if len(keys) == limit:
-                        return keys, True
-                    keys.append(item["Key"])
+                    if len(found) == limit:
+                        return found, True
+                    found.append(Listed(item["Key"], item["ETag"], item["LastModified"]))
         except ClientError as exc:
             if _not_found(exc):
                 raise NotFoundError(f"bucket {bucket} not found") from exc
             raise _unavailable("object store listing failed", exc) from exc
         except BotoCoreError as exc:
             raise _unavailable("object store unreachable", exc) from exc
-        return keys, False
+        return found, False
+
+    def tags(self, bucket: str, key: str) -> dict[str, str]:
+        reply = self._call(lambda: self._s3.get_object_tagging(Bucket=bucket, Key=key))
+        return {tag["Key"]: tag["Value"] for tag in reply.get("TagSet", [])}
+
+    def tag(self, bucket: str, key: str, name: str, value: str) -> None:
+        """Set one tag, keeping the object's others (S3 replaces the whole set; at most 10)."""
+        tags = {**self.tags(bucket, key), name: value}
+        if len(tags) > MAX_TAGS:
+            raise ValidationError(f"the object already has {MAX_TAGS} tags; {name} cannot be added")
+        tag_set: list[TagTypeDef] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        self._call(lambda: self._s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set}))
+
+    def delete_version(self, bucket: str, key: str, etag: str) -> bool:
+        """Delete the object only if it is still the version with ``etag`` (S3's conditional delete):
+        True once it is gone, False if a new upload replaced it meanwhile (that one is new work)."""
+
+        def attempt() -> bool:
+            try:
+                self._s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) not in PRECONDITION_FAILED:
+                    raise
+                return False
+            return True
+
+        try:
+            if self._call(attempt):
+                return True
+        except NotFoundError:
+            return True
+        # Replaced, or already gone: some stores answer a conditional delete of a missing key with 412.
+        return not self.exists(key, bucket)
 
     def delete_older_than(self, prefix: str, age: timedelta, now: datetime) -> int:
         """Delete objects under ``prefix`` last modified before ``now - age``; returns how many."""

@@ -34,12 +34,12 @@ from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, O
 from shared.objectkeys import check_key
 from shared.queue import enqueue_anonymize
 from shared.settings import S3Location, Settings, WatchSettings
+from shared.storage import Listed, ObjectStore
 from shared.watch import TAG_KEY, DoneEntry, Outcome, WatchState, check_watch, object_job_id, output_key
 from workers import metrics
 from workers.context import WorkerContext, worker_context
 from workers.imageops import probe
 from workers.watch_steps import Step, next_step
-from workers.watch_store import Listed, WatchStore
 
 log = logging.getLogger("veil.watch")
 
@@ -47,7 +47,6 @@ WATCH_FUNCTION = "watch_poll"
 HEADER_BYTES = 256 * 1024  # as bulk jobs: JPEG EXIF blocks can push the size marker far in
 CHUNK = 100  # objects looked up in Redis at once
 PROBE_CONCURRENCY = 16
-STORE_KEY = "watch_store"  # the poll's store client, in arq's ctx
 TAG_OF = {Outcome.SUCCEEDED: "done", Outcome.FAILED: "failed"}
 
 
@@ -82,11 +81,8 @@ async def watch_poll(ctx: dict[str, Any]) -> dict[str, Any]:
     if not await lock.acquire(blocking=False):
         return {"status": "another poll is running"}
     try:
-        if not isinstance(ctx.get(STORE_KEY), WatchStore):  # one client per worker, built off the loop
-            ctx[STORE_KEY] = await asyncio.to_thread(WatchStore, state.settings.s3)
-        store: WatchStore = ctx[STORE_KEY]
         # Leave time to record what was done before arq's timeout cancels the poll.
-        poll = Poll(state, ctx["redis"], store, memory, deadline=time.monotonic() + timeout / 2)
+        poll = Poll(state, ctx["redis"], state.store, memory, deadline=time.monotonic() + timeout / 2)
         return await poll.run()
     except (VeilError, RedisError) as exc:  # the store, the bucket or Redis is away: the next poll retries
         message = exc.message if isinstance(exc, VeilError) else f"Redis: {exc}"
@@ -106,7 +102,7 @@ class Poll:
         self,
         state: WorkerContext,
         queue: ArqRedis,
-        store: WatchStore,
+        store: ObjectStore,
         memory: WatchState,
         *,
         deadline: float,

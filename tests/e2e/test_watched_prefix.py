@@ -38,7 +38,6 @@ from workers.metrics import REGISTRY
 from workers.pipeline import AnonymizeResult
 from workers.tasks import anonymize
 from workers.watch import watch_poll
-from workers.watch_store import WatchStore
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +198,7 @@ async def test_tag_marks_sources_and_is_how_done_is_recognised(watched: Any, sto
     w: Watched = await watched(after="tag")
     ok = w.put("ok.png", _png())
     boom = w.put("boom.png", _png(FAIL_MARK))
-    tagger = WatchStore(store.settings)
+    tagger = store
     tagger.tag(SOURCE_BUCKET, ok, "owner", "claims")  # the client's own tag stays
 
     await w.cycle()
@@ -227,7 +226,7 @@ async def test_delete_removes_only_sources_whose_copy_was_written(watched: Any, 
     result = await w.cycle()
     assert result["applied_delete"] == 3
     assert w.sources() == [boom]  # a failed source is kept, tagged, never deleted
-    assert WatchStore(store.settings).tags(SOURCE_BUCKET, boom) == {TAG_KEY: "failed"}
+    assert store.tags(SOURCE_BUCKET, boom) == {TAG_KEY: "failed"}
     assert sorted(w.outputs()) == [w.output.prefix + "one.png", w.output.prefix + "two.png"]
     entries = await w.memory.entries([w.source.prefix + "one.png", boom])
     assert [(e.outcome, e.applied) for e in entries if e] == [
@@ -247,17 +246,17 @@ async def test_delete_removes_only_sources_whose_copy_was_written(watched: Any, 
 async def test_a_replaced_source_is_not_deleted_unblurred(watched: Any, store: ObjectStore) -> None:
     w: Watched = await watched(after="delete")
     key = w.put("a.png", _png(1))
-    listed = WatchStore(store.settings).list_objects(SOURCE_BUCKET, w.source.prefix, 10)[0][0]
+    listed = store.list_objects(SOURCE_BUCKET, w.source.prefix, 10)[0][0]
     await asyncio.sleep(1.1)  # a new last-modified second
     w.put("a.png", _png(2))  # replaced after its listing, before its deletion
-    assert not WatchStore(store.settings).delete_version(SOURCE_BUCKET, key, listed.etag)
+    assert not store.delete_version(SOURCE_BUCKET, key, listed.etag)
     assert w.sources() == [key]
-    fresh = WatchStore(store.settings).list_objects(SOURCE_BUCKET, w.source.prefix, 10)[0][0]
+    fresh = store.list_objects(SOURCE_BUCKET, w.source.prefix, 10)[0][0]
     assert object_job_id(SOURCE_BUCKET, key, fresh.etag, fresh.last_modified) != object_job_id(
         SOURCE_BUCKET, key, listed.etag, listed.last_modified
     )
-    assert WatchStore(store.settings).delete_version(SOURCE_BUCKET, key, fresh.etag)
-    assert WatchStore(store.settings).delete_version(SOURCE_BUCKET, key, fresh.etag)  # gone is gone
+    assert store.delete_version(SOURCE_BUCKET, key, fresh.etag)
+    assert store.delete_version(SOURCE_BUCKET, key, fresh.etag)  # gone is gone
 
 
 async def test_polls_are_bounded_and_resume_where_they_stopped(watched: Any) -> None:
@@ -359,7 +358,7 @@ def test_fifty_objects_each_blurred_once_across_a_sigkilled_worker(
     keys = [f"{source.prefix}{index // 10}/photo-{index:02d}.jpg" for index in range(COUNT)]
     redis_url = worker_env["VEIL_REDIS__URL"]
 
-    lister = WatchStore(store.settings)
+    lister = store
 
     async def read(job_ids: list[str] | None = None) -> tuple[dict[str, int], list[Any]]:
         redis = Redis.from_url(redis_url)
