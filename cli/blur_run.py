@@ -110,7 +110,7 @@ class Runner:
         except OSError as exc:
             raise FileFailed("READ_ERROR", exc.strerror or str(exc)) from exc
         created = await self.submit(item, data, deadline)
-        job = await self.api.until_finished_backoff(created, FIRST_POLL_S, MAX_POLL_S, deadline)
+        job = await self.api.until_finished(created, FIRST_POLL_S, deadline, max_poll_s=MAX_POLL_S)
         if job is None:
             raise FileFailed("TIMEOUT", f"job {created['id']} not finished after {self.config.timeout_s:g}s")
         if job["status"] != "succeeded":

@@ -87,32 +87,20 @@ class VeilClient:
             return response.status
 
     async def until_finished(
-        self, job: dict[str, Any], poll_s: float, deadline: float
+        self, job: dict[str, Any], poll_s: float, deadline: float, *, max_poll_s: float | None = None
     ) -> dict[str, Any] | None:
-        """Poll ``job`` (as ``submit`` answered it) every ``poll_s`` until it has succeeded or failed: the
-        finished record, or None once ``time.monotonic()`` has passed ``deadline``. A poll answered with
-        anything but the job raises :class:`ApiError`."""
+        """Poll ``job`` (as ``submit`` answered it) until it has succeeded or failed: the finished record,
+        or None once ``time.monotonic()`` has passed ``deadline``. Polls every ``poll_s``; with
+        ``max_poll_s``, the wait grows by half each time up to it (a quick job is seen soon, a long queue is
+        polled lightly). A poll answered with anything but the job raises :class:`ApiError`."""
+        wait = poll_s
         while job.get("status") not in FINISHED:
-            await asyncio.sleep(poll_s)
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             status, job = await self.job(job["id"])
             if status != 200:
                 raise ApiError(status, job)
             if job.get("status") not in FINISHED and time.monotonic() > deadline:
                 return None
-        return job
-
-    async def until_finished_backoff(
-        self, job: dict[str, Any], first_poll_s: float, max_poll_s: float, deadline: float
-    ) -> dict[str, Any] | None:
-        """As :meth:`until_finished`, but the wait between polls grows by half each time from
-        ``first_poll_s`` up to ``max_poll_s``: a quick job is seen soon, a long queue is polled lightly."""
-        poll_s = first_poll_s
-        while job.get("status") not in FINISHED:
-            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-            status, job = await self.job(job["id"])
-            if status != 200:
-                raise ApiError(status, job)
-            if job.get("status") not in FINISHED and time.monotonic() > deadline:
-                return None
-            poll_s = min(poll_s * BACKOFF_FACTOR, max_poll_s)
+            if max_poll_s is not None:
+                wait = min(wait * BACKOFF_FACTOR, max_poll_s)
         return job

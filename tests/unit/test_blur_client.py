@@ -1,4 +1,4 @@
-"""``VeilClient.until_finished_backoff`` (how ``veil blur`` polls) against a stand-in job on loopback."""
+"""``VeilClient.until_finished`` with a growing wait (how ``veil blur`` polls), against a stand-in job."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ async def api() -> AsyncIterator[tuple[VeilClient, list[str]]]:
 
 async def test_polls_until_finished(api: tuple[VeilClient, list[str]]) -> None:
     client, polls = api
-    job = await client.until_finished_backoff(
-        {"id": "slow", "status": "queued"}, 0.01, 0.02, time.monotonic() + 60
+    job = await client.until_finished(
+        {"id": "slow", "status": "queued"}, 0.01, time.monotonic() + 60, max_poll_s=0.02
     )
     assert job == {"id": "slow", "status": "succeeded"}
     assert polls == ["slow"] * 3
@@ -48,12 +48,12 @@ async def test_polls_until_finished(api: tuple[VeilClient, list[str]]) -> None:
 async def test_past_the_deadline_is_none_and_an_error_raises(api: tuple[VeilClient, list[str]]) -> None:
     client, polls = api
     stuck = {"id": "stuck", "status": "queued"}
-    assert await client.until_finished_backoff(stuck, 0.01, 0.02, time.monotonic() - 1) is None
+    assert await client.until_finished(stuck, 0.01, time.monotonic() - 1, max_poll_s=0.02) is None
     assert polls == ["stuck"]  # one look, then the deadline
     with pytest.raises(ApiError) as raised:
-        await client.until_finished_backoff(
-            {"id": "gone", "status": "queued"}, 0.01, 0.02, time.monotonic() + 60
+        await client.until_finished(
+            {"id": "gone", "status": "queued"}, 0.01, time.monotonic() + 60, max_poll_s=0.02
         )
     assert raised.value.status == 404
     done = {"id": "x", "status": "failed"}
-    assert await client.until_finished_backoff(done, 0.01, 0.02, time.monotonic() - 1) == done
+    assert await client.until_finished(done, 0.01, time.monotonic() - 1, max_poll_s=0.02) == done
