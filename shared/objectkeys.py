@@ -43,6 +43,12 @@ def is_folder(prefix: str) -> bool:
     return not prefix or prefix.endswith("/")
 
 
+def folders_overlap(bucket: str, prefix: str, other_bucket: str, other_prefix: str) -> bool:
+    """Whether two folders (canonical folder prefixes) share objects: one lies in the other. Blurred copies
+    written into a folder that overlaps their sources could land on an original or be read as one."""
+    return bucket == other_bucket and (prefix.startswith(other_prefix) or other_prefix.startswith(prefix))
+
+
 def _check(value: str, field: str) -> None:
     if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise ValidationError(f"{field} is too long (at most {MAX_KEY_BYTES} bytes)")

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.errors import ValidationError
-from shared.objectkeys import check_prefix, is_folder
+from shared.objectkeys import check_prefix, folders_overlap, is_folder
 from shared.settings import S3Location, Settings, WatchSettings
 
 # A source deleted after processing needs its entry only while a listing might still show it.
@@ -68,9 +68,7 @@ def check_watch(settings: Settings) -> WatchSettings:
             f"VEIL_WATCH__OUTPUT: bucket {output.bucket!r} is not writable by Veil"
             " (VEIL_S3__WRITABLE_BUCKETS)"
         )
-    if output.bucket == source.bucket and (
-        output.prefix.startswith(source.prefix) or source.prefix.startswith(output.prefix)
-    ):
+    if folders_overlap(output.bucket, output.prefix, source.bucket, source.prefix):
         raise WatchConfigError(
             "VEIL_WATCH__OUTPUT must not overlap VEIL_WATCH__SOURCE: use another bucket, or a folder that"
             " neither lies inside the watched one nor contains it"

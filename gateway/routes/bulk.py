@@ -40,7 +40,7 @@ from shared.bulk import (
 from shared.bulk_progress import BulkProgress, Counters
 from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.jobs import JobError, JobStatus, PublicResult
-from shared.objectkeys import check_prefix, is_folder
+from shared.objectkeys import check_prefix, folders_overlap, is_folder
 from shared.settings import Settings
 
 routes = web.RouteTableDef()
@@ -165,9 +165,7 @@ def parse_bulk(body: dict[str, Any], settings: Settings, owner: str) -> BulkReco
                 "with an output, s3.prefix and output.prefix must each be empty or end with '/':"
                 " each blurred copy keeps its key's path below the source folder"
             )
-        if output.bucket == source.bucket and (
-            output.prefix.startswith(source.prefix) or source.prefix.startswith(output.prefix)
-        ):
+        if folders_overlap(output.bucket, output.prefix, source.bucket, source.prefix):
             raise ValidationError(
                 "output must not overwrite the originals: use another bucket, or a folder that neither"
                 " lies inside s3.prefix nor contains it"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ValidationError
-from shared.objectkeys import check_key, check_prefix, is_folder
+from shared.objectkeys import check_key, check_prefix, folders_overlap, is_folder
 
 
 @pytest.mark.parametrize(
@@ -86,3 +86,17 @@ def test_lone_surrogates_are_refused_and_folders_told_apart() -> None:
         check_key("a\ud800b", "s3.key")
     assert is_folder("") and is_folder("claims/") and is_folder("claims/2026/")
     assert not is_folder("claims") and not is_folder("photos/IMG_")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        (("in", "photos/"), ("in", "photos/blurred/"), True),  # inside
+        (("in", "photos/blurred/"), ("in", "photos/"), True),  # contains
+        (("in", ""), ("in", "blurred/"), True),  # the whole bucket
+        (("in", "photos/"), ("in", "blurred/"), False),  # side by side
+        (("in", "photos/"), ("out", "photos/"), False),  # another bucket
+    ],
+)
+def test_folders_overlap(a: tuple[str, str], b: tuple[str, str], overlap: bool) -> None:
+    assert folders_overlap(*a, *b) is overlap
