@@ -3,8 +3,8 @@ validates and answers with (:mod:`shared.jobs`, :mod:`gateway.options`, the rout
 models): a field added to the job contract appears here without a second edit.
 
 :mod:`.native` describes the native API, its webhook and the unauthenticated routes, :mod:`.facades` the
-vendor-compatible ones, :mod:`.models` the native shapes that exist only to be described, and
-:mod:`.components` what they share. ``document()`` builds it once per process.
+vendor-compatible ones, :mod:`.models` the native shapes that exist only to be described (the options
+from :mod:`.options`), and :mod:`.components` what they share. ``document()`` builds it once per process.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from gateway.api4ai import OBJECTS_TO_HIDE, OUTPUTS, Api4aiFields
 from gateway.inputs import BASE64_KEY, IMAGE_FIELD, S3_KEY, URL_KEY
 from gateway.openapi.components import unset
-from gateway.options import option_fields
+from gateway.openapi.options import option_fields
 from gateway.routes.bulk import BulkFields, BulkSummary
 from gateway.routes.jobs import SelfLink
 from shared.jobs import PRIVATE_JOB_FIELDS, JobRecord, ObjectRef, PublicResult
