@@ -24,6 +24,7 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from cli.embedded import free_port
+from shared.bulk import BulkRecord, BulkSource, BulkStatus, BulkStore
 from shared.jobs import BlurOptions, ImageFormat, InputInfo, JobRecord, JobRequest, JobStatus, ObjectRef
 from shared.jobstore import JobStore, RunningJob
 from shared.queue import (
@@ -267,6 +268,31 @@ async def test_the_sweeper_fails_a_job_arq_gave_up_on(
     # A second sweep finds nothing to do.
     again = await sweep(state, queue)
     assert again["failed"] == 0
+
+
+async def test_a_bulk_child_the_sweeper_fails_is_counted_at_once(
+    settings: Settings, store: ObjectStore, redis: Redis, queue: ArqRedis
+) -> None:
+    # Its bulk job learns of it from the sweep, not only when someone next reads the bulk job.
+    state = _state(_tuned(settings), store, redis, GatedAnonymizer())
+    job = await _submit(state)
+    record = await state.jobs.get(job.id)
+    assert record is not None
+    record.status, record.started_at, record.attempts = JobStatus.RUNNING, record.created_at, 3
+    assert await state.jobs.start(record, deadline=time.time() - 1, running=RunningJob()) is None
+    bulks = BulkStore(redis, state.settings.redis.prefix)
+    bulk_id = uuid.uuid4().hex
+    source = BulkSource(bucket="client-photos", prefix="in/")
+    await bulks.put(
+        BulkRecord(id=bulk_id, owner=job.owner, status=BulkStatus.RUNNING, source=source, total=1)
+    )
+    await bulks.progress.started(bulk_id, job.id)
+
+    assert (await sweep(state, queue))["failed"] == 1
+
+    counters = await bulks.progress.counters(bulk_id)
+    assert (counters.failed, counters.running) == (1, 0)
+    assert counters.finished_ms is not None  # its only child: the bulk job is finished
 
 
 @pytest.mark.parametrize("defer_by", [None, 60], ids=["queued", "deferred"])
