@@ -30,7 +30,7 @@ import struct
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
-from shared.imageformat import is_animated, sniff_format
+from shared.imageformat import is_animated, pixel_weight, sniff_format
 from shared.jobs import ImageFormat, InputInfo
 from shared.jpeg import START_OF_SCAN, header_segments
 from shared.settings import LimitSettings
@@ -171,7 +171,7 @@ def inspect_image(data: bytes, limits: LimitSettings) -> InputInfo:
     try:
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[image_format]]) as image:
             width, height = image.size
-            _check_dimensions(width, height, limits)
+            _check_dimensions(width, height, limits, pixel_weight(data))
             if image_format is ImageFormat.PNG:
                 orientation = _orientation(png_exif)
             else:  # JPEG and WebP: from the header, no decode
@@ -206,12 +206,14 @@ def _orientation(exif: bytes | None) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _check_dimensions(width: int, height: int, limits: LimitSettings) -> None:
+def _check_dimensions(width: int, height: int, limits: LimitSettings, weight: int = 1) -> None:
     if width <= 0 or height <= 0:
         raise ValidationError(f"the image has no pixels ({width}x{height})")
-    if width * height > limits.max_pixels:
+    if width * height * weight > limits.max_pixels:
+        counted = " of 16 bits per channel, which count twice," if weight == 2 else ""
         raise PayloadTooLargeError(
-            f"the image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
+            f"the image is {width}x{height} = {width * height} pixels{counted} over the limit of"
+            f" {limits.max_pixels}"
         )
     if max(width, height) > limits.max_side:
         raise PayloadTooLargeError(

@@ -27,6 +27,15 @@ def sniff_format(data: bytes) -> ImageFormat | None:
     return None
 
 
+def pixel_weight(data: bytes) -> int:
+    """How many pixels one pixel of this image counts for against the pixel limit, which is counted in
+    8-bit pixels: 2 for a 16-bit PNG (twice the memory once decoded, and through every copy the worker
+    makes of it), else 1. From the PNG header (IHDR's bit depth); JPEG and WebP are always 8-bit."""
+    if sniff_format(data) is ImageFormat.PNG and data[12:16] == b"IHDR" and len(data) > 24:
+        return 2 if data[24] == 16 else 1
+    return 1
+
+
 def is_animated(data: bytes) -> bool:
     """Whether a PNG or WebP declares an animation: an APNG's ``acTL`` chunk (before its image data, as
     the APNG spec puts it), a WebP's animation flag or animation chunks. Reads chunk headers only, so a

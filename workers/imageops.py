@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import PayloadTooLargeError, PermanentError, ValidationError
-from shared.imageformat import is_animated, sniff_format
+from shared.imageformat import is_animated, pixel_weight, sniff_format
 from shared.jobs import ImageFormat
 from shared.jpeg import header_segments
 from workers import metadata
@@ -110,9 +110,10 @@ def to_bgr8(pixels: Pixels) -> BGR:
 
 
 def decode(data: bytes, *, max_pixels: int) -> DecodedImage:
-    """Decode JPEG/PNG/WebP bytes, upright. Refuses images over ``max_pixels`` before decoding them."""
+    """Decode JPEG/PNG/WebP bytes, upright. Refuses images over ``max_pixels`` (8-bit pixels: a 16-bit
+    PNG's count twice) before decoding them."""
     fmt, width, height = probe(data)
-    if width * height > max_pixels:
+    if width * height * pixel_weight(data) > max_pixels:  # a 16-bit PNG's pixels count twice
         raise PayloadTooLargeError(f"image is {width}x{height} pixels, over the limit of {max_pixels}")
     buffer = np.frombuffer(data, dtype=np.uint8)
     # JPEG has no alpha/16-bit; IMREAD_COLOR makes OpenCV apply its EXIF orientation (and convert CMYK).

@@ -84,3 +84,15 @@ def test_an_unreadable_header_is_400_without_pillows_internals() -> None:
     with pytest.raises(ValidationError) as refused:
         inspect_image(b"\xff\xd8\xff" + b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, LimitSettings())
     assert refused.value.message == "the JPEG image is corrupt: its header cannot be read"
+
+
+def test_a_16_bit_pngs_pixels_count_twice_against_the_limit() -> None:
+    # 16 bits per channel take twice the memory once decoded (a 7000x7000 RGBA one peaked near 1 GB).
+    deep = Image.fromarray(astronaut_rgb()[:100, :100, 0].astype("uint16") * 257)  # 16-bit grey
+    out = io.BytesIO()
+    deep.save(out, "PNG")
+    data = out.getvalue()
+    assert data[24] == 16  # IHDR bit depth
+    with pytest.raises(PayloadTooLargeError, match="of 16 bits per channel, which count twice"):
+        inspect_image(data, LimitSettings(max_pixels=2 * 100 * 100 - 1))
+    assert inspect_image(data, LimitSettings(max_pixels=2 * 100 * 100)).width == 100

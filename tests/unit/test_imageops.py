@@ -190,6 +190,10 @@ def test_too_many_pixels_refused_before_decoding() -> None:
     with pytest.raises(PayloadTooLargeError):
         imageops.decode(blob, max_pixels=160 * 120 - 1)
     assert imageops.decode(blob, max_pixels=160 * 120).width == 160
+    deep = _encode(_photo().astype(np.uint16) * 257, ".png")  # 16-bit: each pixel counts twice
+    with pytest.raises(PayloadTooLargeError):
+        imageops.decode(deep, max_pixels=2 * 160 * 120 - 1)
+    assert imageops.decode(deep, max_pixels=2 * 160 * 120).width == 160
 
 
 # -- encode ------------------------------------------------------------------------------------------------
