@@ -128,13 +128,14 @@ class WorkerSettings(BaseModel):
     # 1280: the model sees every plate at no less than half its size (tiles run at a long side of 640).
     plate_tile_side: int = Field(default=1280, ge=320)
     tile_overlap: float = Field(default=0.2, ge=0, le=0.5)
-    # Which weights the worker loads (docs/accuracy.md, README "Models"). best: CenterFace + RetinaFace for
-    # faces, platedet (AGPL-3.0 weights) + PP-OCR text for plates. permissive: no platedet, only
-    # permissively licensed weights (CenterFace, RetinaFace, PP-OCR); plates come from their text alone.
+    # Which weights the worker loads (docs/accuracy.md, README "Models"). best: CenterFace + RetinaFace
+    # + YuNet for faces, platedet (AGPL-3.0 weights) + PP-OCR text for plates. permissive: no platedet,
+    # only permissively licensed weights (CenterFace, RetinaFace, YuNet, PP-OCR); plates from their text.
     models: Literal["best", "permissive"] = "best"
-    # Second face source: RetinaFace (MobileNet-0.25), its faces added to CenterFace's.
+    # Second face source: RetinaFace (MobileNet-0.25), its faces added to CenterFace's. 0.75 beside YuNet
+    # (0.7 alone): same recall, fewer false positives (docs/accuracy.md).
     face_retinaface: bool = True
-    face_retinaface_min_score: float = Field(default=0.7, ge=0, le=1)
+    face_retinaface_min_score: float = Field(default=0.75, ge=0, le=1)
     face_retinaface_upscale: float = Field(default=2.0, ge=1, le=4)  # long side <= face_max_side
     # Plates from their text (PP-OCR detection + reading). on: every photo; fallback: only photos where
     # platedet found no plate (faster; see README "Throughput"); off: never (`best` only: platedet alone).
@@ -149,6 +150,10 @@ class WorkerSettings(BaseModel):
     # Throughput (workers/plan.py). Images processed at once, each through the whole pipeline;
     # 0: one per core on CPU (each with 1 onnxruntime thread), 4 on a GPU (codecs overlap inference).
     inference_lanes: int = Field(default=0, ge=0)
+    # Third face source: YuNet (MIT), its faces added too: small crowd faces the others miss.
+    face_yunet: bool = True
+    face_yunet_min_score: float = Field(default=0.7, ge=0, le=1)
+    face_yunet_upscale: float = Field(default=3.0, ge=1, le=4)  # long side <= face_max_side
     # Cross-job micro-batching of model passes; 0: 1 (off) on CPU, 8 on a GPU.
     max_batch: int = Field(default=0, ge=0, le=64)
     max_wait_ms: float = Field(default=4.0, ge=0, le=1000)

@@ -51,8 +51,10 @@ class DetectionConfig:
     face_head_margin: float = 0.1
     # Second sources (used when the Anonymizer has them). Their thresholds are floors: a request's
     # min_score can raise them, never lower them.
-    retinaface_min_score: float = 0.7
+    retinaface_min_score: float = 0.75  # beside YuNet (0.7 alone; docs/accuracy.md)
     retinaface_upscale: float = 2.0
+    yunet_min_score: float = 0.7
+    yunet_upscale: float = 3.0
     # Plates from text: on (every pass), fallback (only passes where platedet found none), off.
     plate_text: Literal["on", "fallback", "off"] = "on"
     plate_text_min_score: float = 0.6
@@ -72,6 +74,8 @@ class DetectionConfig:
             face_head_margin=settings.face_head_margin,
             retinaface_min_score=settings.face_retinaface_min_score,
             retinaface_upscale=settings.face_retinaface_upscale,
+            yunet_min_score=settings.face_yunet_min_score,
+            yunet_upscale=settings.face_yunet_upscale,
             plate_text=settings.plate_text,
             plate_text_min_score=settings.plate_text_min_score,
         )

@@ -23,7 +23,7 @@ from workers.detection import DetectionConfig
 from workers.detectors.faces import FaceDetector
 from workers.detectors.plates import PlateDetector
 from workers.models.fetch import TextModels, ensure_retinaface, ensure_text_models
-from workers.models.prepare import ensure_face_model, ensure_plate_model
+from workers.models.prepare import ensure_face_model, ensure_plate_model, ensure_yunet
 from workers.openvino_session import OpenVinoSession
 from workers.pipeline import Anonymizer, AnonymizeResult, Detected
 from workers.plan import Plan, model_file_variant, plan_for_this_machine
@@ -74,7 +74,7 @@ class Engine:
         expired: Callable[[], bool] | None = None,
     ) -> AnonymizeResult:
         """One image on this thread's lane; ``expired`` is the job's deadline (see ``Anonymizer.run``)."""
-        with self._borrowed() as anonymizer:
+        with self.borrowed() as anonymizer:
             return anonymizer.run(
                 data,
                 options,
@@ -93,13 +93,13 @@ class Engine:
         face_max_side: int,
         expired: Callable[[], bool] | None = None,
     ) -> Detected:
-        with self._borrowed() as anonymizer:
+        with self.borrowed() as anonymizer:
             return anonymizer.detect(
                 data, options, max_pixels=max_pixels, face_max_side=face_max_side, expired=expired
             )
 
     @contextlib.contextmanager
-    def _borrowed(self) -> Iterator[Anonymizer]:
+    def borrowed(self) -> Iterator[Anonymizer]:
         """A free anonymizer for this thread, returned when done (blocks while every lane's is in use)."""
         anonymizer = self._free.get()
         try:
@@ -151,6 +151,7 @@ def load_engine(settings: WorkerSettings, *, available: list[str] | None = None)
             lambda path: open_session(path, chosen, model_dir, openvino=False, tensorrt=False),
             retinaface=lambda: ensure_retinaface(model_dir),
             text_models=lambda: _text_paths(ensure_text_models(model_dir)),
+            yunet=lambda: ensure_yunet(model_dir),
         )
     except ModelsNotReadyError:
         raise
@@ -231,4 +232,5 @@ def _anonymizer(
         config=DetectionConfig.from_settings(settings),
         retinaface=second.retinaface,
         plate_text=second.plate_text,
+        yunet=second.yunet,
     )

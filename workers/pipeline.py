@@ -36,6 +36,7 @@ from workers.detectors.faces import FaceDetector
 from workers.detectors.plate_text import TextPlateDetector
 from workers.detectors.plates import PlateDetector
 from workers.detectors.retinaface import RetinaFaceDetector
+from workers.detectors.yunet import YuNetDetector
 from workers.imageops import Region
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Anonymizer:
         *,
         retinaface: RetinaFaceDetector | None = None,
         plate_text: TextPlateDetector | None = None,
+        yunet: YuNetDetector | None = None,
     ) -> None:
         config = config if config is not None else DetectionConfig()
         if plates is None and (plate_text is None or config.plate_text == "off"):
@@ -92,6 +94,7 @@ class Anonymizer:
         self.faces = faces
         self.plates = plates
         self.retinaface = retinaface
+        self.yunet = yunet
         self.plate_text = plate_text if config.plate_text != "off" else None
         self.providers: list[str] = providers if providers is not None else ["CPUExecutionProvider"]
         self.config = config
@@ -100,7 +103,11 @@ class Anonymizer:
     def sources(self) -> dict[str, list[str]]:
         """The detectors each class is found with, in the order they run."""
         return {
-            "face": ["centerface", *(["retinaface"] if self.retinaface is not None else [])],
+            "face": [
+                "centerface",
+                *(["retinaface"] if self.retinaface is not None else []),
+                *(["yunet"] if self.yunet is not None else []),
+            ],
             "plate": [
                 *(["platedet"] if self.plates is not None else []),
                 *(["text"] if self.plate_text is not None else []),
@@ -114,6 +121,8 @@ class Anonymizer:
         self.faces.detect(image, self.config.face_min_score, faces_mod.DEFAULT_MAX_SIDE)
         if self.retinaface is not None:
             self.retinaface.detect(image, self.config.retinaface_min_score, faces_mod.DEFAULT_MAX_SIDE)
+        if self.yunet is not None:
+            self.yunet.detect(image, self.config.yunet_min_score, faces_mod.DEFAULT_MAX_SIDE)
         if self.plates is not None:
             self.plates.detect(image, self.config.plate_min_score)
         if self.plate_text is not None:
@@ -136,7 +145,7 @@ class Anonymizer:
         cfg = self.config
         check = deadline_check(expired)
         check()
-        second = self.retinaface is not None
+        second = self.retinaface is not None or self.yunet is not None
         with added(timings if second else None, "centerface"):
             found = self.faces.detect(rgb, min_score, max_side, upscale=cfg.face_upscale)
             height, width = rgb.shape[:2]
@@ -153,6 +162,12 @@ class Anonymizer:
                 score = max(min_score, cfg.retinaface_min_score)
                 extra = self.retinaface.detect(rgb, score, max_side, upscale=cfg.retinaface_upscale)
             sources.append(("retinaface", extra))
+        if self.yunet is not None:
+            check()
+            with added(timings, "yunet"):
+                score = max(min_score, cfg.yunet_min_score)
+                extra = self.yunet.detect(rgb, score, max_side, upscale=cfg.yunet_upscale)
+            sources.append(("yunet", extra))
         return fusion.fuse(sources, fusion.FACE_MATCH)
 
     def detect_plates(

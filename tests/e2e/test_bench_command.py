@@ -69,10 +69,11 @@ def test_bench_json_reports_both_phases(
         "detect_faces",
         "detect_plates",
     }
-    # Each class has two sources in the default profile: each one's time is there too (parts of the above).
+    # Each class has several sources in the default profile: each one's time is there too (parts of above).
     assert {name for name in stages if name.startswith("source.")} == {
         "source.centerface",
         "source.retinaface",
+        "source.yunet",
         "source.platedet",
         "source.text",
     }

@@ -150,34 +150,42 @@ def _run(anonymizer: Anonymizer, **options: Any) -> Any:
 
 def test_every_source_runs_fused_and_timed() -> None:
     retina = RawDetection("face", 0.95, (176.0, 55.0, 272.0, 182.0))
-    centerface, retinaface = Fake([FACE]), Fake([retina])
+    crowd = RawDetection("face", 0.8, (20.0, 400.0, 32.0, 414.0))  # a small face only YuNet finds
+    centerface, retinaface, yunet = Fake([FACE]), Fake([retina]), Fake([crowd, retina])
     platedet, text = Fake([PLATE]), Fake([TEXT_ON_PLATE, OTHER_TEXT])
     anonymizer = Anonymizer(
         cast(Any, centerface),
         cast(Any, platedet),
         retinaface=cast(Any, retinaface),
         plate_text=cast(Any, text),
+        yunet=cast(Any, yunet),
     )
-    assert anonymizer.sources == {"face": ["centerface", "retinaface"], "plate": ["platedet", "text"]}
+    assert anonymizer.sources == {
+        "face": ["centerface", "retinaface", "yunet"],
+        "plate": ["platedet", "text"],
+    }
     result = _run(anonymizer)
     assert [d.sources for d in result.detections] == [
-        ("centerface", "retinaface"),
+        ("centerface", "retinaface", "yunet"),
+        ("yunet",),
         ("platedet", "text"),
         ("text",),
     ]
-    assert len(result.regions) == 3
-    # RetinaFace at its own floor (0.7), not the face default (0.3); upscale 2; text at >= 0.6, platedet's
-    # plates (box ∪ polygon) passed as known, and read there too.
-    assert retinaface.calls == [((512, 512, 3), 0.7, 640, {"upscale": 2.0})]
+    assert len(result.regions) == 4
+    # RetinaFace at its own floor (0.75), not the face default (0.3); upscale 2; YuNet at 0.7, upscale 3;
+    # text at >= 0.6, platedet's plates (box ∪ polygon) passed as known, and read there too.
+    assert retinaface.calls == [((512, 512, 3), 0.75, 640, {"upscale": 2.0})]
+    assert yunet.calls == [((512, 512, 3), 0.7, 640, {"upscale": 3.0})]
     ((_shape, score, kwargs),) = text.calls
     assert score == 0.6 and kwargs["known"] == [PLATE.box] and kwargs["read_known"] is True
     sources_ms = {k for k in result.timings_ms if k.startswith(SOURCE_TIMING)}
-    assert sources_ms == {f"{SOURCE_TIMING}{n}" for n in ("centerface", "retinaface", "platedet", "text")}
+    names = ("centerface", "retinaface", "yunet", "platedet", "text")
+    assert sources_ms == {f"{SOURCE_TIMING}{n}" for n in names}
     # A request's min_score raises a second source's floor, never lowers it.
     _run(anonymizer, min_score=0.9, targets=(Target.FACES,))
     assert retinaface.calls[-1][1] == 0.9
     _run(anonymizer, min_score=0.1, targets=(Target.FACES,))
-    assert retinaface.calls[-1][1] == 0.7
+    assert retinaface.calls[-1][1] == 0.75 and yunet.calls[-1][1] == 0.7
 
 
 def test_permissive_profile_finds_plates_from_text_alone() -> None:
@@ -241,16 +249,19 @@ def test_model_names_per_profile() -> None:
     assert sources_mod.model_names(best, face_model="fp32", plate_model="int8") == [
         "centerface-fp32",
         "retinaface-mnet025",
+        "yunet-2023mar",
         "platedet-int8",
         "ppocr-v4-det",
         "ppocr-v4-rec",
     ]
-    permissive = WorkerSettings(models="permissive", face_retinaface=False, plate_text_read=False)
+    permissive = WorkerSettings(
+        models="permissive", face_retinaface=False, face_yunet=False, plate_text_read=False
+    )
     assert sources_mod.model_names(permissive, face_model="int8", plate_model="int8") == [
         "centerface-int8",
         "ppocr-v4-det",
     ]
-    off = WorkerSettings(plate_text="off", face_retinaface=False)
+    off = WorkerSettings(plate_text="off", face_retinaface=False, face_yunet=False)
     assert sources_mod.model_names(off, face_model="fp32", plate_model="fp32") == [
         "centerface-fp32",
         "platedet-fp32",

