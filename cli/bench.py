@@ -32,6 +32,7 @@ from cli.bench_model import load_bench_engine, model_only, one_per_size
 from cli.bench_report import print_report
 from cli.bench_service import end_to_end
 from cli.bench_stats import Phase, medians, phase_order, round_ratio
+from cli.bench_video import print_video_report, video_bench
 from cli.bench_workers import workers_report
 from cli.common import api_key_option, settings_for_cli, stack_url
 
@@ -68,8 +69,18 @@ def _note_phase(this: dict[str, float], name: str, phase: Phase, steal: float | 
 
 
 @click.command()
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+    "--video",
+    "video_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead of --images: one video through the worker's video pipeline in this process.",
+)
+@click.option(
+    "--detect-every-n",
+    type=click.IntRange(1, 30),
+    default=None,
+    help="With --video: search every Nth frame (default: VEIL_VIDEO__DETECT_EVERY_N).",
 )
 @click.option("--limit", type=int, default=None, help="Use the first N images (sorted by name).")
 @click.option("--targets", default="faces,plates", show_default=True)
@@ -121,7 +132,9 @@ def _note_phase(this: dict[str, float], name: str, phase: Phase, steal: float | 
 @click.pass_obj
 def bench(
     data_dir: Path,
-    images_dir: Path,
+    images_dir: Path | None,
+    video_file: Path | None,
+    detect_every_n: int | None,
     limit: int | None,
     targets: str,
     concurrency: int,
@@ -142,6 +155,11 @@ def bench(
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     if not wanted or any(t not in ("faces", "plates") for t in wanted):
         raise click.ClickException("--targets takes faces, plates or faces,plates")
+    if video_file is not None:
+        print_video_report(video_bench(settings, video_file, wanted, detect_every_n), as_json)
+        return
+    if images_dir is None:
+        raise click.ClickException("give --images DIR (or --video FILE)")
     images = load_images(images_dir, limit)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

@@ -15,11 +15,10 @@ async def worker_runtime(redis_url: str | None, prefix: str) -> tuple[list[dict[
     """Ready workers' heartbeats (provider, plan, RSS), or why they could not be read."""
     if not redis_url:
         return [], "no Redis URL"
-    from redis.asyncio import Redis
-
     from shared.readiness import ready_workers
+    from shared.redisconn import redis_client
 
-    redis = Redis.from_url(redis_url, socket_connect_timeout=2)
+    redis = redis_client(redis_url, socket_connect_timeout=2)
     try:
         return [w.model_dump() for w in await ready_workers(redis, prefix)], None
     except Exception as exc:  # unreachable Redis, or heartbeats of another version: RSS falls back to local

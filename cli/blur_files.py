@@ -1,5 +1,6 @@
 """``veil blur``'s inputs: the files under the paths given, each with the relative path its result mirrors,
-told apart as images or not by their first bytes (:func:`shared.imageformat.sniff_format`), never by name.
+told apart as images (photos and videos: :func:`shared.imageformat.sniff_format`,
+:func:`~shared.imageformat.sniff_video`) or not by their first bytes, never by name.
 
 A folder's files keep their path below that folder; a file given by name keeps its name. The output folder
 is never walked (when it lies inside an input folder, its results are not inputs of the next run).
@@ -12,14 +13,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.imageformat import sniff_format
-from shared.jobs import ImageFormat
+from shared.imageformat import SNIFF_BYTES, sniff_format, sniff_video
+from shared.jobs import ImageFormat, MediaFormat, VideoFormat
 
-SNIFF_BYTES = 16  # enough for every signature sniff_format knows
-SUFFIXES = {
+SUFFIXES: dict[MediaFormat, tuple[str, ...]] = {
     ImageFormat.JPEG: (".jpg", ".jpeg", ".jpe"),
     ImageFormat.PNG: (".png",),
     ImageFormat.WEBP: (".webp",),
+    # A video's result is an MP4 (a MOV, MKV or WebM input's result gets ".mp4" added).
+    VideoFormat.MP4: (".mp4", ".m4v"),
+    VideoFormat.MOV: (".mov",),
+    VideoFormat.MKV: (".mkv",),
+    VideoFormat.WEBM: (".webm",),
 }
 
 
@@ -37,12 +42,17 @@ class InputFile:
 
 @dataclass
 class Inputs:
-    images: list[InputFile]
-    others: list[InputFile]  # not JPEG, PNG or WebP: skipped, listed at the end
+    images: list[InputFile]  # photos and videos
+    others: list[InputFile]  # not JPEG, PNG, WebP, MP4, MOV, MKV or WebM: skipped, listed at the end
     unreadable: list[tuple[str, str]]  # (relative path, why): failures, counted as such
 
 
-def output_rel(rel: str, fmt: ImageFormat) -> str:
+def sniff_media(head: bytes) -> MediaFormat | None:
+    """A photo's or a video's format from a file's first :data:`SNIFF_BYTES`; None for anything else."""
+    return sniff_format(head) or sniff_video(head)
+
+
+def output_rel(rel: str, fmt: MediaFormat) -> str:
     """Where a result goes: the input's relative path, with the format's suffix added when its own suffix
     is not one of that format's (``a.JPG`` stays, a PNG named ``a.jpg`` becomes ``a.jpg.png``): appending
     rather than replacing keeps two inputs from ever sharing an output."""
@@ -73,7 +83,7 @@ def _entry(path: Path, rel: str) -> tuple[InputFile, bool]:
     """The file's entry and whether it is an image; OSError if it cannot be read."""
     with path.open("rb") as handle:
         stat = os.fstat(handle.fileno())
-        is_image = sniff_format(handle.read(SNIFF_BYTES)) is not None
+        is_image = sniff_media(handle.read(SNIFF_BYTES)) is not None
     return InputFile(path=path, rel=rel, size=stat.st_size, mtime_ns=stat.st_mtime_ns), is_image
 
 

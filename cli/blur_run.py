@@ -19,12 +19,11 @@ from typing import Any
 
 import aiohttp
 
-from cli.blur_files import InputFile, output_rel
+from cli.blur_files import InputFile, output_rel, sniff_media
 from cli.blur_output import write_atomic
 from cli.blur_progress import Progress
 from cli.blur_state import BlurState, Finished
 from cli.client import ApiError, VeilClient
-from shared.imageformat import sniff_format
 
 FIRST_POLL_S = 0.2
 MAX_POLL_S = 2.0
@@ -118,9 +117,9 @@ class Runner:
         status, body = await self.api.result(job["id"])
         if status != 200:
             raise _error_of(status, _json_or_text(body))
-        fmt = sniff_format(body)
+        fmt = sniff_media(body)
         if fmt is None:
-            raise FileFailed("BAD_RESULT", f"the result of job {job['id']} is not an image")
+            raise FileFailed("BAD_RESULT", f"the result of job {job['id']} is not an image or a video")
         rel_out = output_rel(item.rel, fmt)
         await asyncio.to_thread(write_atomic, self.state.temp_dir, self.state.out / rel_out, body)
         entry = Finished(

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.stack import read_stack_file, stack_environment
 from shared.apikeys import ApiKeyStore
+from shared.redisconn import redis_client
+from shared.redisurl import parse_redis_url
 from shared.settings import Settings, load_settings
 
 DEFAULT_DATA_DIR = Path(".veil")
@@ -38,9 +39,13 @@ def stack_url(data_dir: Path) -> str | None:
 
 def with_key_store(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
     """Run ``action`` on the API key store in Redis; a click error when Redis cannot be reached."""
+    try:
+        parse_redis_url(settings.redis.url)
+    except ValueError as exc:
+        raise click.ClickException(f"VEIL_REDIS__URL: {exc}") from exc
 
     async def run() -> T:
-        redis = Redis.from_url(settings.redis.url)
+        redis = redis_client(settings.redis.url)
         try:
             return await action(ApiKeyStore(redis, settings.redis.prefix))
         finally:

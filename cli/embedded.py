@@ -123,13 +123,16 @@ class Service:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    # How long a SIGTERM may take before SIGKILL: Veil's own processes drain first (their running jobs
+    # and requests get VEIL_*__DRAIN_SECONDS, 25 by default), so they get longer than the servers.
+    stop_seconds: float = 10.0
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         if self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(self.stop_seconds if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
@@ -153,7 +156,7 @@ class SeaweedServer(Service):
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         super().stop(timeout)
         if self.proc.poll() is not None:  # never pull a socket from under a live server
             for path in weed_socket_paths(self.ports):

@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.embedded import (
@@ -38,6 +37,7 @@ from cli.embedded import (
 )
 from cli.supervisor import GaveUp, Supervisor
 from shared.apikeys import ApiKeyStore
+from shared.redisconn import redis_client
 from shared.settings import load_settings
 
 STACK_FILE = "stack.json"
@@ -60,13 +60,15 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
 
 
 VEIL_PROCESSES = (("worker", "workers"), ("gateway", "gateway"))
+# The default drain (VEIL_WORKER__DRAIN_SECONDS, VEIL_GATEWAY__DRAIN_SECONDS: 25 s) and time to exit.
+VEIL_STOP_SECONDS = 35.0
 
 
 def start_veil_process(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
     """Start ``python -m <module>`` with ``VEIL_*`` env, logging to ``<log_dir>/<name>.log``."""
     log = log_dir / f"{name}.log"
     proc = popen_logged([sys.executable, "-m", module], log, Path.cwd(), env=child_env(env))
-    return Service(name, proc, log)
+    return Service(name, proc, log, stop_seconds=VEIL_STOP_SECONDS)
 
 
 def start_veil_processes(env: dict[str, str], log_dir: Path) -> list[Service]:
@@ -94,7 +96,7 @@ def wait_ready(url: str, timeout: float, services: list[Service]) -> None:
 
 async def create_demo_key(redis_url: str, prefix: str, ttl_seconds: int = DEMO_KEY_TTL_SECONDS) -> str:
     """A new API key named ``demo`` that expires after ``ttl_seconds``; returns the token."""
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         token, _key = await ApiKeyStore(redis, prefix).create("demo", ttl_seconds=ttl_seconds)
     finally:

@@ -1,12 +1,15 @@
-"""``python -m gateway``: read settings once from ``VEIL_*`` and serve on ``settings.gateway.host:port``."""
+"""``python -m gateway``: read settings once from ``VEIL_*`` and serve on ``settings.gateway.host:port``
+until SIGTERM / SIGINT, then drain (gateway/drain.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from gateway.app import create_app
+from gateway.drain import serve
 from shared.gcfreeze import freeze_startup_objects
 from shared.logging import configure_logging
 from shared.settings import load_settings
@@ -24,14 +27,7 @@ def main() -> None:
     app = create_app(settings)
     # on_startup runs after the clean-up contexts have started: clients and pools exist by then.
     app.on_startup.append(_freeze_after_startup)
-    log.info("serving on http://%s:%d", settings.gateway.host, settings.gateway.port)
-    web.run_app(
-        app,
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        access_log_format='%a "%r" %s %b %Tfs',
-        print=None,  # the JSON log says where it listens; no banner on stdout
-    )
+    asyncio.run(serve(app, settings))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ Two limits, both in Redis so that every gateway process shares them, and both in
   store — 503 ``QUEUE_FULL`` with ``Retry-After``;
 * a rate per API key (``submissions_per_second`` with a ``submission_burst``), as a generic cell rate
   algorithm: one timestamp per key, no counters to reset — 429 ``RATE_LIMITED`` with ``Retry-After``.
+
+A key's credits and quotas are checked beside these by the submitter (``JobSubmitter.admit``), and charged
+when the job is queued (``shared/quotas.py``: one script, all the checks and the charge).
 """
 
 from __future__ import annotations

@@ -12,7 +12,19 @@ from gateway import metrics, requestid
 from gateway.backends import connect_redis
 from gateway.errors import ERROR_RENDERERS, ErrorRenderers, error_middleware
 from gateway.inputs import body_limit
-from gateway.routes import bulk, deliveries, demo, docs, health, jobs, plateblurer, platerecognizer, vehicore
+from gateway.routes import (
+    admin,
+    bulk,
+    deliveries,
+    demo,
+    docs,
+    health,
+    jobs,
+    plateblurer,
+    platerecognizer,
+    usage,
+    vehicore,
+)
 from gateway.state import API_KEYS, REDIS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.submission import JobSubmitter
 from gateway.urlfetch import UrlFetcher
@@ -70,6 +82,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(deliveries.routes)
     app.add_routes(demo.routes)
     app.add_routes(docs.routes)
+    app.add_routes(admin.routes)
+    app.add_routes(usage.routes)
     metrics.setup(app)
     requestid.setup(app)  # after metrics: outermost of all
     # Vendor-compatible facades: routes, error shapes (and Plate Recognizer's optional on-prem listener).

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from shared.errors import QueueUnavailableError
-from shared.queue import deserialize, serialize
+from shared.queue import queue_client
 from shared.settings import RedisSettings
 
 log = logging.getLogger(__name__)
@@ -23,18 +22,7 @@ def connect_redis(settings: RedisSettings) -> ArqRedis:
 
     Unlike :func:`shared.queue.open_pool` this does not ping, so start-up does not depend on Redis.
     """
-    pool = ConnectionPool.from_url(
-        settings.url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
-    return ArqRedis(
-        pool,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        default_queue_name=settings.queue_name,
-    )
+    return queue_client(settings, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
 
 
 @contextmanager

@@ -35,6 +35,8 @@ STATUS_BY_ERROR: Mapping[type[VeilError], int] = {
     errors.VeilError: 500,
     errors.PermanentError: 400,
     errors.UnauthorizedError: 401,
+    errors.InsufficientCreditsError: 402,
+    errors.ForbiddenError: 403,
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
     errors.GoneError: 410,
@@ -43,6 +45,7 @@ STATUS_BY_ERROR: Mapping[type[VeilError], int] = {
     errors.DetectionError: 500,
     errors.TransientError: 503,
     errors.RateLimitedError: 429,
+    errors.QuotaExceededError: 429,
 }
 
 
@@ -58,6 +61,7 @@ def http_status(error: VeilError) -> int:
 _CODES_BY_STATUS = {
     400: "VALIDATION_ERROR",
     401: "UNAUTHORIZED",
+    402: "INSUFFICIENT_CREDITS",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
@@ -81,6 +85,8 @@ class ErrorInfo:
     code: str
     message: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The error it came from, when a Veil error: a facade may need more than the code (which quota).
+    cause: VeilError | None = None
 
     @classmethod
     def from_veil_error(cls, error: VeilError) -> ErrorInfo:
@@ -90,7 +96,7 @@ class ErrorInfo:
             headers["Retry-After"] = retry_after_header(error.retry_after)
         elif status == 503:
             headers["Retry-After"] = "5"
-        return cls(status, error.code, error.message, headers)
+        return cls(status, error.code, error.message, headers, error)
 
     @classmethod
     def from_http_exception(cls, exc: web.HTTPException) -> ErrorInfo:

@@ -20,9 +20,9 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from PIL import Image
 
-from gateway.backends import redis_errors
+from gateway.auth import verify_token
 from gateway.inputs import body_limit, media_type, named_parts, read_body, read_part
-from gateway.state import API_KEYS, SETTINGS, STORE, SUBMITTER, URL_FETCHER
+from gateway.state import SETTINGS, STORE, SUBMITTER, URL_FETCHER
 from gateway.urlfetch import FetchedImage
 from shared.apikeys import ApiKey
 from shared.errors import (
@@ -137,9 +137,9 @@ def _read_urlencoded(body: bytes) -> Form:
 
 
 async def verify_key(request: web.Request, token: str) -> ApiKey | None:
-    """The API key for ``token`` from the one key store, or ``None``."""
-    with redis_errors("checking the API key"):
-        return await request.config_dict[API_KEYS].verify(token)
+    """The API key for ``token`` from the one key store, or ``None``; :class:`ForbiddenError` when it lacks
+    the request's scope (gateway/auth.py, the one place scopes are checked)."""
+    return await verify_token(request, token)
 
 
 async def fetch_url(request: web.Request, owner: str, url: str) -> FetchedImage:

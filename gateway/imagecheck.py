@@ -16,7 +16,7 @@ Damage inside compressed data that keeps the structure whole (flipped bytes in a
 scan) passes here; the worker's decode finds it and fails the job with ``VALIDATION_ERROR``. Decoding here
 would repeat the worker's own decode for every image to catch that rare case.
 Structure is checked before Pillow reads the header, so a truncated file is reported as truncated. Other
-formats are 415, named where known (GIF, SVG, HEIF...); so are animated PNG and WebP
+formats are 415, named where known (GIF, SVG, HEIF, videos...); so are animated PNG and WebP
 (:func:`shared.imageformat.is_animated`): Veil blurs still images, and a decoder shows only an
 animation's first frame.
 CPU work: async callers go through :func:`gateway.submission.inspect`, in a thread for PNG and WebP.
@@ -30,7 +30,7 @@ import struct
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import PayloadTooLargeError, UnsupportedMediaError, ValidationError
-from shared.imageformat import is_animated, pixel_weight, sniff_format
+from shared.imageformat import is_animated, pixel_weight, sniff_format, sniff_video
 from shared.jobs import ImageFormat, InputInfo
 from shared.jpeg import START_OF_SCAN, header_segments
 from shared.settings import LimitSettings
@@ -63,6 +63,9 @@ def supported_format(data: bytes) -> ImageFormat:
         return found
     if data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"mif1", b"avif"}:
         raise UnsupportedMediaError(f"HEIF/AVIF images are not supported; send {_SUPPORTED}")
+    video = sniff_video(data)
+    if video is not None:  # where only photos are taken (the vendor facades); POST /v1/jobs takes videos
+        raise UnsupportedMediaError(f"{video.name} videos are not supported here; send {_SUPPORTED}")
     for signature, name in _UNSUPPORTED_SIGNATURES:
         if data.startswith(signature):
             raise UnsupportedMediaError(f"{name} images are not supported; send {_SUPPORTED}")

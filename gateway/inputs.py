@@ -1,4 +1,6 @@
 """Reading a submission from a request: which image (upload, base64, URL or S3 object) and the raw options.
+A video comes the same ways (its multipart field may also be called ``video``); what it is, is told by its
+bytes later (gateway/submission.py), never by the field's name.
 
 Bodies are read as streams with hard byte limits, so an oversized upload is refused (413) without being
 held in memory. Everything wrong with the body is a 400 (or 413); nothing here may surface as a 500.
@@ -26,6 +28,8 @@ from shared.objectkeys import check_key
 log = logging.getLogger(__name__)
 
 IMAGE_FIELD = "image"
+VIDEO_FIELD = "video"  # an alias of IMAGE_FIELD in multipart bodies, for videos
+_FILE_FIELDS = (IMAGE_FIELD, VIDEO_FIELD)
 BASE64_KEY = "image_base64"
 URL_KEY = "image_url"
 S3_KEY = "s3"
@@ -85,7 +89,7 @@ async def read_submission(request: web.Request, max_upload_bytes: int) -> RawSub
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(
             f"the request body is {request.content_length} bytes;"
-            f" images may be at most {max_upload_bytes} bytes"
+            f" uploads may be at most {max_upload_bytes} bytes"
         )
     content_type = media_type(request)
     try:
@@ -125,7 +129,7 @@ async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSub
     async for name, part in named_parts(request, _MAX_PARTS):
         if name in inputs or name in options:
             raise ValidationError(f"field {name!r} given more than once")
-        if name == IMAGE_FIELD:
+        if name in _FILE_FIELDS:
             inputs[name] = await read_part(part, max_upload_bytes)
         elif part.filename is not None:
             raise ValidationError(f"unexpected file field {name!r}: send the image in the field 'image'")
@@ -137,10 +141,10 @@ async def _read_multipart(request: web.Request, max_upload_bytes: int) -> RawSub
             options[name] = await _read_text(name, part, _MAX_OPTION_BYTES)
     kind = _exactly_one(inputs)
     value = inputs[kind]
-    if kind == IMAGE_FIELD:
+    if kind in _FILE_FIELDS:
         assert isinstance(value, bytes)
         if not value:
-            raise ValidationError("the 'image' field is empty")
+            raise ValidationError(f"the {kind!r} field is empty")
         return RawSubmission(UploadedImage(value), options)
     assert isinstance(value, str)
     return RawSubmission(_text_input(kind, value, max_upload_bytes), options)

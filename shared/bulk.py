@@ -27,6 +27,7 @@ from shared.redisutil import resolve
 
 EXPAND_FUNCTION = "expand_bulk"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")  # listed only where video jobs are on
 MAX_OBJECTS = 100_000
 # Objects listed per expand_bulk run: each run stays well inside the worker's job timeout, and the next
 # page is queued as its own job.
@@ -86,8 +87,9 @@ def output_key(output: BulkOutput, source: BulkSource, key: str) -> str:
     return f"{output.prefix}{relative}"
 
 
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_SUFFIXES)
+def is_image_key(key: str, *, videos: bool = False) -> bool:
+    """A key a bulk job (or the watched prefix) takes: a photo's suffix, or with ``videos`` a video's."""
+    return key.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES if videos else IMAGE_SUFFIXES)
 
 
 class BulkStore:

@@ -47,6 +47,18 @@ class UnauthorizedError(PermanentError):
     code = "UNAUTHORIZED"
 
 
+class ForbiddenError(PermanentError):
+    """The key is valid but may not do this (its scopes)."""
+
+    code = "FORBIDDEN"
+
+
+class InsufficientCreditsError(PermanentError):
+    """The key's credit balance cannot pay for the job (``shared/quotas.py``); more credits are needed."""
+
+    code = "INSUFFICIENT_CREDITS"
+
+
 class NotFoundError(PermanentError):
     code = "NOT_FOUND"
 
@@ -103,6 +115,17 @@ class RateLimitedError(TransientError):
     """One API key submitted faster than ``VEIL_GATEWAY__SUBMISSIONS_PER_SECOND`` allows."""
 
     code = "RATE_LIMITED"
+
+
+class QuotaExceededError(TransientError):
+    """The key reached one of its caps (``shared/quotas.py``): ``limit`` says which (``daily``,
+    ``monthly`` or ``concurrent``); ``retry_after`` is when it lifts (the next UTC day or month)."""
+
+    code = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
 
 
 class ModelsNotReadyError(TransientError):

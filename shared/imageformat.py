@@ -1,5 +1,8 @@
 """Which of the supported image formats a file is, from its first bytes (never from a name or a client's
 content type). Both sides use it: the gateway to refuse other formats, the worker to pick its decoder.
+Videos too (:func:`sniff_video`): an ISO base media ``ftyp`` box (MP4, QuickTime) or an EBML header
+(Matroska, WebM), from the first bytes alone; whether one holds a stream Veil can decode is the gateway's
+probe (gateway/videocheck.py).
 
 Animations are refused on both sides (:func:`is_animated`): a PNG or WebP decoder hands back the first
 frame only, so blurring one would silently turn an animation into a still of its first frame.
@@ -9,11 +12,19 @@ from __future__ import annotations
 
 import struct
 
-from shared.jobs import ImageFormat
+from shared.jobs import ImageFormat, VideoFormat
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte
 _WEBP_ANIMATION_CHUNKS = frozenset({b"ANIM", b"ANMF"})
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# ftyp brands of HEIF and AVIF images (and their image sequences): not videos. Audio-only MP4 (M4A) is
+# sniffed as MP4; the gateway's probe then finds no video stream in it.
+_NOT_VIDEO_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+_QUICKTIME_BRAND = b"qt  "
+SNIFF_BYTES = 64  # enough for every signature here (a WebM's DocType sits in its first ~40 bytes)
 
 
 def sniff_format(data: bytes) -> ImageFormat | None:
@@ -24,6 +35,19 @@ def sniff_format(data: bytes) -> ImageFormat | None:
         return ImageFormat.PNG
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ImageFormat.WEBP
+    return None
+
+
+def sniff_video(data: bytes) -> VideoFormat | None:
+    """MP4, MOV, MKV or WebM by magic bytes; None for anything else (HEIF and AVIF stills, whose files are
+    ``ftyp`` boxes too, included). A Matroska file whose DocType says ``webm`` is WebM."""
+    if data[4:8] == b"ftyp" and len(data) >= 12:
+        brand = data[8:12]
+        if brand in _NOT_VIDEO_BRANDS:
+            return None
+        return VideoFormat.MOV if brand == _QUICKTIME_BRAND else VideoFormat.MP4
+    if data[:4] == EBML_MAGIC:
+        return VideoFormat.WEBM if b"webm" in data[4:SNIFF_BYTES] else VideoFormat.MKV
     return None
 
 

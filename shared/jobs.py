@@ -2,7 +2,10 @@
 
 ``JobRequest`` is what the gateway enqueues. ``JobRecord`` is the job's state kept in Redis, written by the
 gateway (queued) and the worker (running, succeeded, failed) and read by clients that poll.
-Bump ``CONTRACT_VERSION`` on any incompatible change; workers refuse versions they do not know.
+Bump ``CONTRACT_VERSION`` on any incompatible change; workers refuse versions they do not know. Version 2
+added video jobs: only they are sent as version 2 (so a worker of before refuses them, as BAD_PAYLOAD,
+instead of failing on a format it does not know); photo jobs are still sent as version 1, which every
+worker takes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+VIDEO_CONTRACT_VERSION = 2  # the first version that carries video jobs
 
 
 def utcnow() -> datetime:
@@ -51,6 +55,36 @@ class ImageFormat(StrEnum):
     @property
     def extension(self) -> str:
         return "jpg" if self is ImageFormat.JPEG else self.value
+
+
+class VideoFormat(StrEnum):
+    """A video container, told by its first bytes (:func:`shared.imageformat.sniff_video`)."""
+
+    MP4 = "mp4"
+    MOV = "mov"
+    MKV = "mkv"
+    WEBM = "webm"
+
+    @property
+    def content_type(self) -> str:
+        return _VIDEO_CONTENT_TYPES[self]
+
+    @property
+    def extension(self) -> str:
+        return self.value
+
+
+_VIDEO_CONTENT_TYPES = {
+    VideoFormat.MP4: "video/mp4",
+    VideoFormat.MOV: "video/quicktime",
+    VideoFormat.MKV: "video/x-matroska",
+    VideoFormat.WEBM: "video/webm",
+}
+MediaFormat = ImageFormat | VideoFormat
+
+
+def _unset(value: object) -> bool:
+    return value is None
 
 
 Box4 = tuple[int, int, int, int]  # xmin, ymin, xmax, ymax
@@ -222,6 +256,22 @@ class BlurOptions(BaseModel):
         " single pattern may be given as a string.",
     )
 
+    # Videos only; left out of the JSON when unset, so workers of before still take photo jobs.
+    keep_audio: bool | None = Field(
+        default=None,
+        exclude_if=_unset,
+        description="Videos: copy the audio stream untouched (it may carry voices and plates read aloud);"
+        " false drops it. Unset: the worker's `VEIL_VIDEO__KEEP_AUDIO` (true).",
+    )
+    detect_every_n: int | None = Field(
+        default=None,
+        ge=1,
+        le=30,
+        exclude_if=_unset,
+        description="Videos: detect on every Nth frame only and interpolate the tracks between (faster,"
+        " looser boxes). Unset: the worker's `VEIL_VIDEO__DETECT_EVERY_N` (1).",
+    )
+
     @field_validator("targets", mode="before")
     @classmethod
     def _parse_targets(cls, value: object) -> object:
@@ -270,7 +320,23 @@ class ObjectRef(BaseModel):
 class InputInfo(BaseModel):
     width: int
     height: int
-    format: ImageFormat
+    format: ImageFormat | VideoFormat
+    # Videos only (left out of photos' JSON): seconds, frames per second, frames (counted by the worker;
+    # the gateway's is the container's figure, or duration x fps where it has none), the video codec.
+    duration: float | None = Field(default=None, exclude_if=_unset, description="Videos: seconds.")
+    fps: float | None = Field(default=None, exclude_if=_unset, description="Videos: frames per second.")
+    frames: int | None = Field(
+        default=None,
+        exclude_if=_unset,
+        description="Videos: frames (the container's count until a worker has counted them).",
+    )
+    codec: str | None = Field(
+        default=None, exclude_if=_unset, description="Videos: the input's video codec (FFmpeg's name)."
+    )
+
+    @property
+    def is_video(self) -> bool:
+        return isinstance(self.format, VideoFormat)
 
 
 class JobRequest(BaseModel):
@@ -278,7 +344,8 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1] = 1
+    # 1: photos; 2: also videos (see the module's text). Set from the input by :meth:`versioned`.
+    version: Literal[1, 2] = 1
     id: str
     owner: str  # API key id; a job is visible to its owner only
     source: ObjectRef
@@ -292,6 +359,27 @@ class JobRequest(BaseModel):
     # POSTed a signed copy of the job when it ends (shared/webhooks.py).
     callback_url: str | None = None
     bulk_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def versioned(cls, data: object) -> object:
+        """A video job is version 2 whoever builds it: a worker of before must refuse it unread."""
+        if isinstance(data, dict) and "version" not in data:
+            info = data.get("input")
+            video = info.is_video if isinstance(info, InputInfo) else _names_video(info)
+            if video:
+                return {**data, "version": VIDEO_CONTRACT_VERSION}
+        return data
+
+    @model_validator(mode="after")
+    def _video_needs_version(self) -> JobRequest:
+        if self.input.is_video and self.version < VIDEO_CONTRACT_VERSION:
+            raise ValueError(f"a video job needs contract version {VIDEO_CONTRACT_VERSION}")
+        return self
+
+
+def _names_video(info: object) -> bool:
+    return isinstance(info, dict) and info.get("format") in set(VideoFormat)
 
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4)]
@@ -312,6 +400,9 @@ class Detection(BaseModel):
     text_score: float | None = None
     # A plate left unblurred because its text matched the job's skip_regexp.
     skipped: bool = False
+    # Videos: one detection per track, its best sighting's box; blurred from first_frame to last_frame.
+    first_frame: int | None = Field(default=None, exclude_if=_unset)
+    last_frame: int | None = Field(default=None, exclude_if=_unset)
 
 
 class PublicResult(BaseModel):
@@ -324,6 +415,16 @@ class PublicResult(BaseModel):
 
 class ResultInfo(PublicResult):
     key: str  # the object's key in Veil's bucket: never shown to clients
+
+
+class JobProgress(BaseModel):
+    """A running video job's progress, written by the worker about once a second."""
+
+    frames_done: int = Field(ge=0)
+    frames_total: int = Field(ge=0, description="The frames the video holds (the container's count).")
+    eta_seconds: float | None = Field(
+        default=None, description="Time left at the rate so far; null until the first frames are done."
+    )
 
 
 class JobError(BaseModel):
@@ -356,6 +457,10 @@ class JobRecord(BaseModel):
     result_deleted_at: datetime | None = None
     error: JobError | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # Video jobs: frames done while running, all of them once succeeded (null for photos).
+    progress: JobProgress | None = Field(
+        default=None, description="Video jobs: frames done and left while running; null for photos."
+    )
 
     def known_input(self) -> InputInfo:
         """The input's size and format, for a job that was queued (every job but a failed bulk child)."""

@@ -14,20 +14,32 @@ Besides the records, three keys let the sweeper (``workers/sweeper.py``) end wha
 * ``<prefix>:deletions`` — a sorted set of objects (``bucket/key``) to delete, scored by when: a job's
   original once it ended and a failed job's results, added with the final record in one step, removed
   once deleted (by the worker at once, or by the sweeper when the store could not be reached).
+
+The final write also settles the job with its owner's account, once (a marker per job): its quota
+reservation is released, a failed job's credit refunded (``shared/quotas.py``) and the day's usage counted
+(``shared/usage.py``). ``<prefix>:jobs:owner:<owner>`` indexes each owner's job ids (for exporting or
+erasing a key's data), as long as their records may live.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Sequence
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from shared.jobs import JobRecord, JobStatus, ObjectRef
+from shared.jobs import JobRecord, JobStatus, ObjectRef, utcnow
+from shared.quotas import quota_key
+from shared.usage import USAGE_TTL_SECONDS, usage_day_key
 
 # Records outlive their results by a day so a late poll still explains what happened.
 RECORD_TTL_SECONDS = 2 * 24 * 3600
+# An owner's index keeps a job id this long after its last record write (the record's TTL, and a margin).
+OWNER_INDEX_SECONDS = RECORD_TTL_SECONDS + 24 * 3600
+CREDITS_PER_IMAGE = 1
 
 # KEYS: counted marker, usage hash; ARGV: TTL. Marker and count in one atomic step (one round trip).
 _COUNT_ONCE = """
@@ -58,10 +70,14 @@ return 'ok'
 """
 
 # The final record, unless one is there already: out of the sweeper's index, its deletions queued, announced,
-# counted once. KEYS: record, deadlines, running, deletions, counted marker, usage hash.
-# ARGV: record JSON, TTL, job id, channel, count ('1'/'0'), due, sweep ('1'/'0'), now, then the objects to
-# delete. With sweep = '1' (the sweeper failing a job) it also leaves a job whose deadline a run just moved
-# on. Returns 'ok', the final status found, or 'alive'.
+# counted once, and accounted to its owner once (the quota reservation released, a failed job's credits
+# refunded: shared/quotas.py; the day's usage: shared/usage.py). KEYS: record, deadlines, running,
+# deletions, counted marker, usage hash, in-flight set, held reservations, credits, usage day, accounted
+# marker, owner index.
+# ARGV: record JSON, TTL, job id, channel, count ('1'/'0'), due, sweep ('1'/'0'), now, outcome ('succeeded'/
+# 'failed'), pixels, credits, usage TTL, n, then n (class, count) pairs, then the objects to delete. With
+# sweep = '1' (the sweeper failing a job) it also leaves a job whose deadline a run just moved on.
+# Returns 'ok', the final status found, or 'alive'.
 _FINISH = """
 local raw = redis.call('GET', KEYS[1])
 if raw then
@@ -79,12 +95,37 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
-for i = 9, #ARGV do
+local pairs_end = 13 + 2 * tonumber(ARGV[13])
+for i = pairs_end + 1, #ARGV do
     redis.call('ZADD', KEYS[4], ARGV[6], ARGV[i])
 end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 if ARGV[5] == '1' and redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2]) then
     redis.call('HINCRBY', KEYS[6], 'images', 1)
+end
+redis.call('ZADD', KEYS[12], ARGV[8], ARGV[3])
+redis.call('EXPIRE', KEYS[12], ARGV[2])
+local held = redis.call('HGET', KEYS[8], ARGV[3])
+if held then
+    redis.call('HDEL', KEYS[8], ARGV[3])
+    local charged = tonumber(string.match(held, '^(%d+)'))
+    if ARGV[9] == 'failed' and charged > 0 and redis.call('EXISTS', KEYS[9]) == 1 then
+        redis.call('INCRBY', KEYS[9], charged)
+    end
+end
+redis.call('ZREM', KEYS[7], ARGV[3])
+if redis.call('SET', KEYS[11], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('HINCRBY', KEYS[10], ARGV[9], 1)
+    if ARGV[10] ~= '0' then
+        redis.call('HINCRBY', KEYS[10], 'pixels', ARGV[10])
+    end
+    if ARGV[11] ~= '0' then
+        redis.call('HINCRBY', KEYS[10], 'credits', ARGV[11])
+    end
+    for i = 14, pairs_end, 2 do
+        redis.call('HINCRBY', KEYS[10], 'det:' .. ARGV[i], ARGV[i + 1])
+    end
+    redis.call('EXPIRE', KEYS[10], ARGV[12])
 end
 return 'ok'
 """
@@ -136,6 +177,7 @@ class JobStore:
         """Add writing ``record`` to ``pipe`` (with its announcement when final). ``count_success`` also
         counts the job in its owner's usage, exactly once however often it is re-run."""
         pipe.set(self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS)
+        self._stage_index(pipe, record)
         if record.status.finished:
             pipe.publish(self._channel, record.id)
         if count_success:
@@ -168,10 +210,35 @@ class JobStore:
 
     async def put_if_absent(self, record: JobRecord) -> bool:
         """Write a new record unless one exists (a re-run must never reset a finished job)."""
-        written = await self._redis.set(
-            self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS, nx=True
-        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(
+                self._key(record.id), record.model_dump_json(by_alias=True), ex=RECORD_TTL_SECONDS, nx=True
+            )
+            self._stage_index(pipe, record)
+            written, *_ = await pipe.execute()
         return bool(written)
+
+    # -- each owner's jobs (for exporting or erasing a key's data) ------------------------------------------
+
+    def _owner_key(self, owner: str) -> str:
+        return f"{self._prefix}:jobs:owner:{owner}"
+
+    def _stage_index(self, pipe: Pipeline, record: JobRecord) -> None:
+        """Index the job under its owner (scored by now; entries older than a record's life dropped)."""
+        key, now = self._owner_key(record.owner), time.time()
+        pipe.zadd(key, {record.id: now})
+        pipe.zremrangebyscore(key, "-inf", repr(now - OWNER_INDEX_SECONDS))
+        pipe.expire(key, OWNER_INDEX_SECONDS)
+
+    async def ids_of_owner(self, owner: str) -> list[str]:
+        """Ids of ``owner``'s jobs whose records may still exist, oldest first."""
+        cutoff = time.time() - OWNER_INDEX_SECONDS
+        ids = await self._redis.zrangebyscore(self._owner_key(owner), repr(cutoff), "+inf")
+        return [_text(job_id) for job_id in ids]
+
+    async def forget_owner(self, owner: str) -> None:
+        """Drop ``owner``'s index (its records and objects are the caller's to delete)."""
+        await self._redis.delete(self._owner_key(owner))
 
     # -- the worker's writes, and what the sweeper needs ------------------------------------------------
 
@@ -231,14 +298,25 @@ class JobStore:
         sweep: float | None,
     ) -> str:
         assert record.status.finished
+        owner, prefix = record.owner, self._prefix
+        succeeded = record.status is JobStatus.SUCCEEDED
+        day = (record.finished_at or utcnow()).date()
         keys = [
             self._key(record.id),
             self.deadlines_key,
             self.running_key,
             self.deletions_key,
-            f"{self._prefix}:counted:{record.id}",
-            f"{self._prefix}:usage:{record.owner}",
+            f"{prefix}:counted:{record.id}",
+            f"{prefix}:usage:{owner}",
+            quota_key(prefix, owner, "inflight"),
+            quota_key(prefix, owner, "held"),
+            quota_key(prefix, owner, "credits"),
+            usage_day_key(prefix, owner, day),
+            f"{prefix}:accounted:{record.id}",
+            self._owner_key(owner),
         ]
+        pixels = record.input.width * record.input.height if succeeded and record.input else 0
+        classes = Counter(det.class_ for det in record.detections) if succeeded else Counter[str]()
         args = [
             record.model_dump_json(by_alias=True),
             RECORD_TTL_SECONDS,
@@ -247,7 +325,13 @@ class JobStore:
             "1" if count_success else "0",
             repr(due),
             "1" if sweep is not None else "0",
-            repr(sweep or 0.0),
+            repr(sweep if sweep is not None else time.time()),
+            record.status.value,
+            pixels,
+            CREDITS_PER_IMAGE if succeeded else 0,
+            USAGE_TTL_SECONDS,
+            len(classes),
+            *(item for pair in sorted(classes.items()) for item in pair),
             *dict.fromkeys(object_member(ref) for ref in delete),
         ]
         return _text(await self._finish(keys=keys, args=args))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.jobs import BlurOptions
@@ -26,6 +26,9 @@ CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class RedisSettings(BaseModel):
+    # One server (redis://, rediss://, unix://) or a master behind Sentinel:
+    # redis+sentinel://[:password@]host:26379,host2:26379/mymaster/0 (shared/redisurl.py). Read when a
+    # process builds its clients at start-up: a bad URL stops it there, saying why (never the password).
     url: str = "redis://127.0.0.1:6379/0"
     # Prefix for every key Veil writes, so one Redis can host several deployments.
     prefix: str = "veil"
@@ -60,6 +63,15 @@ class S3Settings(BaseModel):
     # slow link. Keep it well under the worker's job timeout.
     request_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
+    @field_validator(
+        "endpoint_url", "public_endpoint_url", "access_key_id", "secret_access_key", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # An environment variable can't be unset to None: empty means "none" (AWS's own endpoint, and
+        # boto3's credential chain: an IAM role, a pod identity), where the defaults are the embedded store.
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class WebhookSettings(BaseModel):
     """Webhook deliveries (workers/notify.py): each failed attempt is retried after a jittered exponential
@@ -74,6 +86,8 @@ class WebhookSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_upload_bytes: int = 25 * 1024 * 1024
+    # Videos (POST /v1/jobs only): read whole into the gateway's memory to be probed, as photos are.
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_pixels: int = 50_000_000
     max_side: int = 16_384
     url_fetch_timeout_seconds: float = 15.0
@@ -95,6 +109,11 @@ class GatewaySettings(BaseModel):
     # jobs per second, beyond a burst (0: no limit). The queue's own limit is RedisSettings.max_queued_jobs.
     submissions_per_second: float = Field(default=0.0, ge=0)
     submission_burst: int = Field(default=20, ge=1)
+    # On SIGTERM (gateway/drain.py): /readyz answers 503 at once, requests are still served for
+    # shutdown_delay (the load balancer's time to stop sending; 0 without one, as in `veil up`), then the
+    # listener closes and open requests get drain_seconds to finish before they are cut.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
+    drain_seconds: float = Field(default=25.0, ge=0, le=3600)
 
 
 class WorkerSettings(BaseModel):
@@ -106,6 +125,9 @@ class WorkerSettings(BaseModel):
     max_jobs: int = Field(default=4, ge=1)
     # arq's timeout for one job; a crashed worker's job is picked up again after timeout + 10 s.
     job_timeout_seconds: int = Field(default=45, ge=5)
+    # On SIGTERM the worker takes no new job and gives its running ones this long to finish, then hands
+    # the rest back to the queue (0: at once). Below Kubernetes' default 30 s grace period.
+    drain_seconds: int = Field(default=25, ge=0, le=3600)
     # Detection only: counted from when an inference lane starts the image, not while it waits for one.
     detect_timeout_seconds: float = Field(default=30.0, gt=0)
     # How often the sweeper (workers/sweeper.py) fails jobs no worker will finish and retries deletions
@@ -137,6 +159,10 @@ class WorkerSettings(BaseModel):
     face_retinaface: bool = True
     face_retinaface_min_score: float = Field(default=0.75, ge=0, le=1)
     face_retinaface_upscale: float = Field(default=2.0, ge=1, le=4)  # long side <= face_max_side
+    # Third face source: YuNet (MIT), its faces added too: small crowd faces the others miss.
+    face_yunet: bool = True
+    face_yunet_min_score: float = Field(default=0.7, ge=0, le=1)
+    face_yunet_upscale: float = Field(default=3.0, ge=1, le=4)  # long side <= face_max_side
     # Plates from their text (PP-OCR detection + reading). on: every photo; fallback: only photos where
     # platedet found no plate (faster; see README "Throughput"); off: never (`best` only: platedet alone).
     plate_text: Literal["on", "fallback", "off"] = "on"
@@ -150,10 +176,6 @@ class WorkerSettings(BaseModel):
     # Throughput (workers/plan.py). Images processed at once, each through the whole pipeline;
     # 0: one per core on CPU (each with 1 onnxruntime thread), 4 on a GPU (codecs overlap inference).
     inference_lanes: int = Field(default=0, ge=0)
-    # Third face source: YuNet (MIT), its faces added too: small crowd faces the others miss.
-    face_yunet: bool = True
-    face_yunet_min_score: float = Field(default=0.7, ge=0, le=1)
-    face_yunet_upscale: float = Field(default=3.0, ge=1, le=4)  # long side <= face_max_side
     # Cross-job micro-batching of model passes; 0: 1 (off) on CPU, 8 on a GPU.
     max_batch: int = Field(default=0, ge=0, le=64)
     max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
@@ -164,6 +186,40 @@ class WorkerSettings(BaseModel):
     # int8 kernels: about 25 % less CPU than bf16, same anon_recall on the faces set), else fp32. bf16
     # (OpenVINO, same CPUs) on request; int8 elsewhere runs on onnxruntime.
     face_model: Literal["auto", "fp32", "int8", "bf16"] = "auto"
+
+
+class VideoSettings(BaseModel):
+    """Video jobs (docs/video.md): the limits the gateway and the worker refuse videos over, and how the
+    worker's pipeline (workers/video/) detects, tracks and encodes."""
+
+    # Off by default: a video job runs as an arq function whose timeout is ``job_timeout_seconds``, and arq
+    # keeps every job of a killed worker from running again until the longest function timeout (+10 s)
+    # has passed; with videos on, that is this timeout instead of the photo one (docs/video.md). Off, the
+    # gateway answers a video with 415.
+    enabled: bool = False
+    # How long one video job may run (arq's timeout for video jobs, and the sweeper's deadline).
+    job_timeout_seconds: int = Field(default=600, ge=10, le=24 * 3600)
+    # Limits (413 PAYLOAD_TOO_LARGE at the gateway; the worker checks them again while decoding).
+    max_duration_seconds: float = Field(default=600.0, gt=0)
+    max_pixels_per_frame: int = Field(default=3840 * 2160, ge=1)  # 4K UHD
+    max_frames: int = Field(default=36_000, ge=1)  # 10 minutes at 60 fps
+    # Detect on every Nth frame only, and interpolate the tracks between (faster, looser boxes).
+    detect_every_n: int = Field(default=1, ge=1, le=30)
+    # Frames decoded and detected per step (between deadline checks and progress reports).
+    batch_frames: int = Field(default=8, ge=1, le=256)
+    # Copy the audio stream untouched (off: the output has no audio).
+    keep_audio: bool = True
+    # Tracking (workers/video/tracks.py). A detection joins a track when its box overlaps the track's
+    # predicted box by at least track_iou; a track survives track_max_gap detection passes without a
+    # sighting (those frames are bridged by interpolation); each track is blurred track_extend frames
+    # before its first and after its last sighting; boxes grow by track_growth x the motion per frame.
+    track_iou: float = Field(default=0.1, gt=0, le=1)
+    track_max_gap: int = Field(default=5, ge=0, le=100)
+    track_extend: int = Field(default=2, ge=0, le=100)
+    track_growth: float = Field(default=1.0, ge=0, le=10)
+    # H.264 (libx264) rate factor and speed preset: lower crf is better quality and larger files.
+    crf: int = Field(default=20, ge=0, le=51)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
 
 
 def _parse_s3_url(value: object) -> object:
@@ -257,6 +313,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
     # Flat aliases for the settings operators touch most.
     url_allowlist: CsvList = Field(default_factory=list)
     log_level: str = "INFO"

@@ -11,9 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3  # tries per store call, the first included (boto3's "standard" retry mode)
 MAX_CONNECTIONS = 32  # the client's connection pool; shared.transfer runs as many calls at once
 MAX_TAGS = 10  # S3's limit per object
+FILE_CHUNK_BYTES = 1024 * 1024  # a download to a file is written in pieces of this size
 PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
 
 
@@ -178,6 +181,39 @@ class ObjectStore:
             return StoredObject(response["Body"].read(), response.get("ContentType"))
 
         return self._call(fetch)
+
+    def download_file(
+        self, key: str, path: Path, bucket: str | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Stream an object into the file at ``path`` (videos: never whole in memory); returns its size.
+        :class:`PayloadTooLargeError` for one over ``max_bytes``, before a byte is written."""
+
+        def fetch() -> int:
+            response = self._s3.get_object(Bucket=bucket or self.bucket, Key=key)
+            body = response["Body"]
+            length = int(response.get("ContentLength", 0))
+            if max_bytes is not None and length > max_bytes:
+                body.close()
+                raise PayloadTooLargeError(f"the object is {length} bytes, over the limit of {max_bytes}")
+            written = 0
+            with path.open("wb") as handle:
+                for chunk in body.iter_chunks(FILE_CHUNK_BYTES):
+                    handle.write(chunk)
+                    written += len(chunk)
+            return written
+
+        return self._call(fetch)
+
+    def upload_file(self, key: str, path: Path, content_type: str, bucket: str | None = None) -> None:
+        """Store the file at ``path`` (boto3's managed transfer: multipart for large files)."""
+        try:
+            self._call(
+                lambda: self._s3.upload_file(
+                    str(path), bucket or self.bucket, key, ExtraArgs={"ContentType": content_type}
+                )
+            )
+        except S3UploadFailedError as exc:  # the managed transfer's own error, wrapping the store's
+            raise _unavailable("object store refused the upload", exc) from exc
 
     def get_prefix(self, key: str, nbytes: int, bucket: str | None = None) -> bytes:
         """The first ``nbytes`` of an object (a ranged GET): enough to read an image header."""

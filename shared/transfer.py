@@ -23,6 +23,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 from shared.errors import NotFoundError, StoreUnavailableError
@@ -30,6 +31,9 @@ from shared.storage import MAX_CONNECTIONS, ObjectStore, StoredObject
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# Files (videos) move at no less than this, on top of the per-call timeout: their deadline grows with them.
+MIN_FILE_BYTES_PER_SECOND = 4 * 1024 * 1024
 
 
 class ObjectTransfer:
@@ -58,27 +62,41 @@ class ObjectTransfer:
     async def get(self, key: str, bucket: str | None = None, max_bytes: int | None = None) -> StoredObject:
         return await self._run("a download", functools.partial(self.store.get, key, bucket, max_bytes))
 
+    async def download(
+        self, key: str, path: Path, bucket: str | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Stream an object into a file (:meth:`ObjectStore.download_file`); returns its size. The
+        deadline allows ``max_bytes`` at :data:`MIN_FILE_BYTES_PER_SECOND` on top of the per-call one."""
+        call = functools.partial(self.store.download_file, key, path, bucket, max_bytes)
+        return await self._run("a download", call, (max_bytes or 0) / MIN_FILE_BYTES_PER_SECOND)
+
+    async def upload(self, key: str, path: Path, content_type: str, bucket: str | None = None) -> None:
+        """Store a file (:meth:`ObjectStore.upload_file`), its deadline grown with its size."""
+        extra = (await asyncio.to_thread(path.stat)).st_size / MIN_FILE_BYTES_PER_SECOND
+        call = functools.partial(self.store.upload_file, key, path, content_type, bucket)
+        await self._run("the upload", call, extra)
+
     async def delete(self, key: str, bucket: str | None = None) -> None:
         # S3 answers 204 for a missing key, some stores 404: either way it is gone.
         with contextlib.suppress(NotFoundError):
             await self._run("a delete", functools.partial(self.store.delete, key, bucket))
 
-    async def _run(self, what: str, call: Callable[[], T]) -> T:
+    async def _run(self, what: str, call: Callable[[], T], extra_seconds: float = 0.0) -> T:
         # The caller's context (its request id for the log lines) goes along, as with asyncio.to_thread.
         context = contextvars.copy_context()
-        async with self._deadline(what):
+        async with self._deadline(what, self.timeout + extra_seconds):
             return await asyncio.get_running_loop().run_in_executor(
                 self._threads, functools.partial(context.run, call)
             )
 
     @contextlib.asynccontextmanager
-    async def _deadline(self, what: str) -> AsyncIterator[None]:
-        """The whole call, retries and backoff included, within ``self.timeout``."""
+    async def _deadline(self, what: str, seconds: float) -> AsyncIterator[None]:
+        """The whole call, retries and backoff included, within ``seconds``."""
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(seconds):
                 yield
         except TimeoutError as exc:
-            log.warning("object store did not answer %s within %g s", what, self.timeout)
+            log.warning("object store did not answer %s within %g s", what, seconds)
             raise StoreUnavailableError(
-                f"object store did not answer within {self.timeout:g} s; try again later"
+                f"object store did not answer within {seconds:g} s; try again later"
             ) from exc

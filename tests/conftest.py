@@ -69,6 +69,7 @@ def settings(redis_server: RedisServer, seaweed_server: SeaweedServer) -> Settin
             "worker": base.worker.model_copy(
                 update={"model_dir": MODEL_DIR, "providers": ["CPUExecutionProvider"]}
             ),
+            "video": base.video.model_copy(update={"enabled": True}),
         }
     )
 

@@ -4,6 +4,10 @@ blur task reports of a bulk job's children (started, ended, cancelled).
 Each object's header is read with a ranged GET (format and size, no decode), so the child job carries the
 same contract as an upload; objects that are not images we support fail at once, without a queue trip.
 A cancelled bulk job lists no further.
+
+Each child is charged to the bulk job's key as it is queued (``QuotaStore.reserve``: a credit, and its
+daily and monthly caps, but not ``max_concurrent``: the queue's depth paces a bulk job). A child that
+cannot be charged fails at once with ``INSUFFICIENT_CREDITS`` or ``QUOTA_EXCEEDED`` and is not queued.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from shared.bulk import (
     output_key,
 )
 from shared.bulk_progress import outcome_of
-from shared.errors import VeilError
+from shared.errors import InsufficientCreditsError, QuotaExceededError, VeilError
+from shared.imageformat import sniff_video
 from shared.jobs import InputInfo, JobError, JobRecord, JobRequest, JobStatus, ObjectRef, utcnow
 from shared.queue import enqueue_anonymize
+from shared.quotas import QuotaStore
 from shared.storage import ObjectStore
 from workers.context import WorkerContext, worker_context
 from workers.imageops import probe
@@ -59,37 +65,72 @@ def child_request(bulk: BulkRecord, key: str, info: InputInfo) -> JobRequest:
     )
 
 
-def _probe_object(store: ObjectStore, bucket: str, key: str) -> InputInfo:
-    fmt, width, height = probe(store.get_prefix(key, HEADER_BYTES, bucket))
+def _probe_object(store: ObjectStore, bucket: str, key: str, *, videos: bool = False) -> InputInfo:
+    """A photo's format and size from its first bytes; with ``videos``, a video's container (its size,
+    frames and limits are the worker's to read when it runs the job: 0 x 0 until then)."""
+    head = store.get_prefix(key, HEADER_BYTES, bucket)
+    if videos and (container := sniff_video(head)) is not None:
+        return InputInfo(width=0, height=0, format=container)
+    fmt, width, height = probe(head)
     return InputInfo(width=width, height=height, format=fmt)
 
 
 async def _queue_child(
-    bulks: BulkStore, store: ObjectStore, pool: ArqRedis, bulk: BulkRecord, key: str, queue_name: str
+    bulks: BulkStore,
+    quotas: QuotaStore,
+    store: ObjectStore,
+    pool: ArqRedis,
+    bulk: BulkRecord,
+    key: str,
+    queue_name: str,
+    *,
+    videos: bool = False,
 ) -> None:
     job_id = child_job_id(bulk.id, key)
     try:
-        info = await asyncio.to_thread(_probe_object, store, bulk.source.bucket, key)
+        info = await asyncio.to_thread(_probe_object, store, bulk.source.bucket, key, videos=videos)
     except VeilError as exc:  # not an image we support, or gone: the child fails now, nothing is queued
-        now = utcnow()
-        failed = JobRecord(
-            id=job_id,
-            owner=bulk.owner,
-            status=JobStatus.FAILED,
-            finished_at=now,
-            options=bulk.options,
-            error=JobError(code=exc.code, message=exc.message),
-        )
-        ended = failed if await bulks.jobs.put_if_absent(failed) else await bulks.jobs.get(job_id)
-        if ended is not None and ended.status.finished:  # counted once, however often the page runs
-            await bulks.progress.ended(bulk.id, job_id, outcome_of(ended))
-        if bulk.callback_url:  # the receiver hears of every child, failed ones included
-            await enqueue_delivery(pool, job_id, bulk.callback_url, queue_name)
+        await _fail_child(bulks, pool, bulk, job_id, exc, None, queue_name)
+        return
+    try:  # once per child, however often the page runs (a repeated reservation charges nothing)
+        charged = await quotas.reserve(bulk.owner, job_id, concurrency=False)
+    except (InsufficientCreditsError, QuotaExceededError) as exc:
+        await _fail_child(bulks, pool, bulk, job_id, exc, info, queue_name)
         return
     request = child_request(bulk, key, info)
-    await bulks.jobs.put_if_absent(JobRecord(id=job_id, owner=bulk.owner, input=info, options=bulk.options))
+    record = JobRecord(id=job_id, owner=bulk.owner, input=info, options=bulk.options)
+    if not await bulks.jobs.put_if_absent(record) and charged:
+        ended = await bulks.jobs.get(job_id)
+        if ended is not None and ended.status.finished:  # refused by an earlier run of the page: no charge
+            await quotas.release(bulk.owner, job_id)
     # Always enqueue: arq ignores a duplicate id, and the task skips a child that already finished.
     await enqueue_anonymize(pool, request, queue_name)
+
+
+async def _fail_child(
+    bulks: BulkStore,
+    pool: ArqRedis,
+    bulk: BulkRecord,
+    job_id: str,
+    exc: VeilError,
+    info: InputInfo | None,
+    queue_name: str,
+) -> None:
+    """End a child that is not queued (its object is no image we take, or its key can't pay for it)."""
+    failed = JobRecord(
+        id=job_id,
+        owner=bulk.owner,
+        status=JobStatus.FAILED,
+        finished_at=utcnow(),
+        input=info,
+        options=bulk.options,
+        error=JobError(code=exc.code, message=exc.message),
+    )
+    ended = failed if await bulks.jobs.put_if_absent(failed) else await bulks.jobs.get(job_id)
+    if ended is not None and ended.status.finished:  # counted once, however often the page runs
+        await bulks.progress.ended(bulk.id, job_id, outcome_of(ended))
+    if bulk.callback_url:  # the receiver hears of every child, failed ones included
+        await enqueue_delivery(pool, job_id, bulk.callback_url, queue_name)
 
 
 def expand_job_id(bulk_id: str, page: int, waits: int = 0) -> str:
@@ -139,13 +180,18 @@ async def expand_bulk(ctx: dict[str, Any], bulk_id: str, page: int = 0, waits: i
         await finish_if_done(bulks, ctx["redis"], redis_settings.queue_name, bulk.id)
         return {"status": "failed", "error": exc.message}
 
-    images = [key for key in keys if is_image_key(key)]
+    videos = state.settings.video.enabled
+    images = [key for key in keys if is_image_key(key, videos=videos)]
     queue = state.settings.redis.queue_name
+    quotas = QuotaStore(state.redis, redis_settings.prefix)
     for start in range(0, len(images), PROBE_CONCURRENCY):
         chunk = images[start : start + PROBE_CONCURRENCY]
         await bulks.add_children(bulk.id, [(child_job_id(bulk.id, key), key) for key in chunk])
         await asyncio.gather(
-            *(_queue_child(bulks, state.store, ctx["redis"], bulk, key, queue) for key in chunk)
+            *(
+                _queue_child(bulks, quotas, state.store, ctx["redis"], bulk, key, queue, videos=videos)
+                for key in chunk
+            )
         )
     bulk.listed += len(keys)
     bulk.total += len(images)

@@ -5,6 +5,10 @@ start taking jobs, so ``/readyz`` never sends traffic to a worker that would tim
 
 The worker is arq's own ``Worker``, configured through its documented settings only (docs/decisions.md,
 "arq"): it polls the queue every :data:`POLL_DELAY_SECONDS`.
+
+Stopping (SIGTERM, as Kubernetes sends; or SIGINT) drains: no new jobs, the running ones get
+``VEIL_WORKER__DRAIN_SECONDS`` to finish (arq's ``job_completion_wait``), then what is left is handed back
+to the queue and the worker exits 0. A second signal hands back at once.
 """
 
 from __future__ import annotations
@@ -18,20 +22,21 @@ import socket
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import cv2
 from arq import cron
-from arq.worker import Worker, func
-from redis.asyncio import Redis
+from arq.worker import Function, Worker, func
 
 from shared.bulk import EXPAND_FUNCTION
 from shared.gcfreeze import freeze_startup_objects
 from shared.jobs import utcnow
 from shared.jobstore import JobStore
 from shared.logging import configure_logging
-from shared.queue import ANONYMIZE_FUNCTION, arq_redis_settings, deserialize, serialize
+from shared.queue import ANONYMIZE_FUNCTION, ANONYMIZE_VIDEO_FUNCTION, deserialize, queue_client, serialize
 from shared.readiness import HEARTBEAT_SECONDS, WorkerInfo, announce, withdraw
+from shared.redisconn import redis_client
 from shared.settings import Settings, load_settings
 from shared.storage import ObjectStore
 from shared.transfer import ObjectTransfer
@@ -81,19 +86,65 @@ def _stop(
     arq_handler(signum)
 
 
-def watch_stop_signals(state: WorkerContext, arq_handler: Callable[[signal.Signals], None]) -> None:
-    """On SIGINT / SIGTERM, mark the worker as stopping, then go on as arq does (``arq_handler``: the
+def watch_stop_signals(
+    state: WorkerContext,
+    arq_handler: Callable[[signal.Signals], None],
+    drain: Callable[[signal.Signals], None] | None = None,
+) -> None:
+    """On the first SIGINT / SIGTERM, ``drain`` if given (arq's ``handle_sig_wait_for_completion``: no new
+    jobs, the running ones get ``job_completion_wait`` to finish, then arq cancels the rest). Without it,
+    and on any later signal, mark the worker as stopping and go on as arq does (``arq_handler``: the
     worker's ``handle_sig``, which cancels the running jobs for arq to run them again). A job cancelled
     that way is handed back as ``queued``, not failed as on arq's job timeout (workers/tasks.py).
 
     Installed with asyncio's ``add_signal_handler`` once the loop runs (on start-up), in place of the
-    handler arq installed for the same signals, which this one calls."""
+    handlers arq installed for the same signals, which this one calls."""
     loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal(signum: signal.Signals) -> None:
+        nonlocal received
+        received += 1
+        if drain is not None and received == 1:
+            log.info("%s: draining (no new jobs; a second signal hands the running ones back)", signum.name)
+            drain(signum)
+        else:
+            log.info("%s: handing the running jobs back to the queue", signum.name)
+            _stop(state, arq_handler, signum)
+
     for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, _stop, state, arq_handler, signum)
+        loop.add_signal_handler(signum, on_signal, signum)
 
 
-def make_startup(settings: Settings, arq_handler: Callable[[signal.Signals], None] | None = None) -> Any:
+def _mark_stopping(state: WorkerContext, signum: signal.Signals) -> None:
+    state.stopping = True
+
+
+async def _leave(ctx: dict[str, Any], state: WorkerContext) -> None:
+    """A draining worker is no capacity: stop announcing it, so /readyz and the gauges count it out."""
+    task = ctx.get("heartbeat")
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+    with contextlib.suppress(Exception):  # Redis down: its heartbeat expires on its own
+        await withdraw(state.redis, state.settings.redis.prefix, state.id)
+
+
+def drain_on_signals(ctx: dict[str, Any], state: WorkerContext, worker: Worker) -> None:
+    """Once the loop runs (start-up): the first SIGTERM / SIGINT drains (``VEIL_WORKER__DRAIN_SECONDS``,
+    arq's ``job_completion_wait``) and withdraws the worker from /readyz, a second one hands back at once."""
+    # arq calls on_stop right after cancelling the jobs left (on a second signal, or when the drain
+    # times out), before any of them sees its cancellation: they are then handed back, not failed.
+    worker.on_stop = partial(_mark_stopping, state)
+
+    def drain(signum: signal.Signals) -> None:
+        worker.handle_sig_wait_for_completion(signum)
+        ctx["leaving"] = asyncio.create_task(_leave(ctx, state))
+
+    draining = state.settings.worker.drain_seconds > 0
+    watch_stop_signals(state, worker.handle_sig, drain if draining else None)
+
+
+def make_startup(settings: Settings, arq_worker: Callable[[], Worker] | None = None) -> Any:
     async def startup(ctx: dict[str, Any]) -> None:
         store = ObjectStore(settings.s3)
         await asyncio.to_thread(store.ensure_bucket)
@@ -101,7 +152,7 @@ def make_startup(settings: Settings, arq_handler: Callable[[signal.Signals], Non
         if engine.plan.lanes >= cpu_count():
             cv2.setNumThreads(1)  # each lane is one core already; OpenCV's own pool would oversubscribe
         await asyncio.to_thread(engine.warm_up)
-        redis = Redis.from_url(settings.redis.url)
+        redis = redis_client(settings.redis.url)
         state = WorkerContext(
             id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
             settings=settings,
@@ -113,8 +164,6 @@ def make_startup(settings: Settings, arq_handler: Callable[[signal.Signals], Non
             inference=ThreadPoolExecutor(max_workers=engine.plan.lanes, thread_name_prefix="lane"),
         )
         ctx[CTX_KEY] = state
-        if arq_handler is not None:
-            watch_stop_signals(state, arq_handler)
         info = WorkerInfo(
             id=state.id,
             providers=engine.providers,
@@ -129,6 +178,8 @@ def make_startup(settings: Settings, arq_handler: Callable[[signal.Signals], Non
             info.runtime["metrics_port"] = metrics.port
         ctx["heartbeat"] = asyncio.create_task(_heartbeat(state, info))
         ctx["engine"] = engine
+        if arq_worker is not None:
+            drain_on_signals(ctx, state, arq_worker())
         # What start-up built (models, clients) lives until exit: keep it out of every GC pass.
         frozen = freeze_startup_objects()
         providers = ", ".join(engine.providers)
@@ -167,11 +218,26 @@ def effective_max_jobs(settings: Settings) -> int:
     return max(settings.worker.max_jobs, per_lane * chosen.lanes, 2 * chosen.max_batch)
 
 
+def video_functions(settings: Settings) -> list[Function]:
+    """Video jobs, when on: the blur task under the video timeout. Off, a video job queued anyway (by a
+    gateway with videos on) waits for a worker that takes them."""
+    if not settings.video.enabled:
+        return []
+    video = settings.video
+    timeout = video.job_timeout_seconds
+    return [
+        func(
+            anonymize,
+            name=ANONYMIZE_VIDEO_FUNCTION,
+            timeout=timeout,
+            max_tries=settings.worker.max_tries,
+            keep_result=0,
+        )
+    ]
+
+
 def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     w = settings.worker
-
-    def handle_sig(signum: signal.Signals) -> None:  # arq's own, once the worker exists
-        worker.handle_sig(signum)
 
     max_jobs = effective_max_jobs(settings)
     worker = Worker(
@@ -185,6 +251,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
                 max_tries=w.max_tries,
                 keep_result=0,
             ),
+            *video_functions(settings),
             func(expand_bulk, name=EXPAND_FUNCTION, timeout=w.job_timeout_seconds, max_tries=w.max_tries),
             func(deliver_webhook, name=DELIVER_FUNCTION, timeout=30, max_tries=MAX_ATTEMPTS),
         ],
@@ -203,8 +270,9 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
             *watch_cron_jobs(settings),
         ],
         queue_name=settings.redis.queue_name,
-        redis_settings=arq_redis_settings(settings.redis),
-        on_startup=make_startup(settings, handle_sig),
+        # Through the one Redis factory (shared/redisconn.py): a Sentinel URL works here as everywhere.
+        redis_pool=queue_client(settings.redis, socket_connect_timeout=2),
+        on_startup=make_startup(settings, lambda: worker),
         on_shutdown=shutdown,
         max_jobs=max_jobs,
         job_timeout=w.job_timeout_seconds,
@@ -220,6 +288,8 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         job_deserializer=deserialize,
         health_check_interval=30,
         handle_signals=True,  # arq's handlers, replaced on start-up by watch_stop_signals, which calls them
+        # Kubernetes' grace period: running jobs get this long to finish after SIGTERM (see above).
+        job_completion_wait=w.drain_seconds,
     )
     return worker
 

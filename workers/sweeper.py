@@ -12,7 +12,7 @@ end), which arq drops after its last try without calling the task again, so its 
   looked at again then;
 * otherwise the job is failed (``JOB_TIMEOUT``) in one conditional step, so a run that ends it meanwhile
   wins, and its original, facade logo, results and bulk copy are queued for deletion; its webhook is
-  queued as for any failure.
+  queued as for any failure. The same step refunds its credit and counts it in its key's usage, once.
 
 Then it deletes the objects whose deletion is due (``JobStore`` keeps them in a sorted set): those the
 store could not delete when their job ended, and a failed job's results. A delete the store does not
@@ -43,6 +43,7 @@ from shared.settings import Settings
 from shared.storage import ObjectStore
 from workers.context import WorkerContext, worker_context
 from workers.notify import enqueue_delivery
+from workers.video.encode import EXTENSION as VIDEO_RESULT_EXTENSION
 
 log = logging.getLogger("veil.sweeper")
 
@@ -61,16 +62,24 @@ LOGO_PREFIX = "logo-"  # facades' logos: <uploads prefix>logo-<hex> (gateway/rou
 ARQ_HOLDS = frozenset({ArqStatus.queued, ArqStatus.deferred, ArqStatus.in_progress})
 
 
-def job_deadline(settings: Settings, extra: float = 0.0, *, now: float | None = None) -> float:
+def job_timeout(settings: Settings, *, video: bool = False) -> int:
+    """arq's timeout for a photo job, or a video job (their functions differ: workers/main.py)."""
+    return settings.video.job_timeout_seconds if video else settings.worker.job_timeout_seconds
+
+
+def job_deadline(
+    settings: Settings, extra: float = 0.0, *, now: float | None = None, video: bool = False
+) -> float:
     """When the sweeper should look at a job that starts (or is retried in ``extra`` seconds) ``now``."""
     start = time.time() if now is None else now
-    return start + extra + settings.worker.job_timeout_seconds + DEADLINE_MARGIN_SECONDS
+    return start + extra + job_timeout(settings, video=video) + DEADLINE_MARGIN_SECONDS
 
 
 def result_objects(store: ObjectStore, job_id: str) -> list[ObjectRef]:
     """Every key a job's result may have (one per output format)."""
     return [
-        ObjectRef(bucket=store.bucket, key=store.result_key(job_id, fmt.extension)) for fmt in ImageFormat
+        ObjectRef(bucket=store.bucket, key=store.result_key(job_id, extension))
+        for extension in [*(fmt.extension for fmt in ImageFormat), VIDEO_RESULT_EXTENSION]
     ]
 
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from arq import Retry
@@ -48,12 +49,19 @@ from shared.jobs import (
     utcnow,
 )
 from shared.jobstore import RunningJob
-from workers import bulk, metrics, payload_check
+from workers import bulk, metrics, payload_check, videojob
 from workers.context import WorkerContext, worker_context
 from workers.lanes import detect_in_lane
 from workers.notify import enqueue_delivery
 from workers.pipeline import AnonymizeResult
-from workers.sweeper import JOB_TIMEOUT_CODE, delete_objects, job_deadline, logo_objects, result_objects
+from workers.sweeper import (
+    JOB_TIMEOUT_CODE,
+    delete_objects,
+    job_deadline,
+    job_timeout,
+    logo_objects,
+    result_objects,
+)
 
 # How long a cancelled job may take to record its end (Redis, then deleting its original): arq waits for
 # it before it lets the job go, and its claim on the job lasts only 10 s past the job timeout.
@@ -152,7 +160,7 @@ async def _end(
             ]
     # Deletions not confirmed below wait for the sweeper, a job timeout from now: a write cut off by a
     # cancellation may still land in the store before then.
-    due = time.time() + settings.worker.job_timeout_seconds
+    due = time.time() + job_timeout(settings, video=request.input.is_video)
     # If this write fails (or may have: a cancellation, a lost connection), the job stays in the sweeper's
     # index; unless it turns out final, the sweeper fails it and deletes its result. Deleting it here could
     # take the result of a job whose record did become final.
@@ -211,10 +219,26 @@ async def _put(
     writes[ref] = True
 
 
+async def _put_file(
+    state: WorkerContext, writes: dict[ObjectRef, bool], ref: ObjectRef, path: Path, ctype: str
+) -> None:
+    """:func:`_put` of a file (a video's result), streamed from disk."""
+    writes[ref] = False
+    await state.transfer.upload(ref.key, path, ctype, ref.bucket)
+    writes[ref] = True
+
+
 async def _process(
     state: WorkerContext, request: JobRequest, record: JobRecord, writes: dict[ObjectRef, bool]
 ) -> None:
     settings = state.settings
+    # Cancelled while queued (POST /v1/jobs/{id}/cancel): ends unread, its upload deleted by _end.
+    await videojob.check_cancelled(state, request.id, "before it started")
+    if request.input.is_video:
+        await videojob.process_video(
+            state, request, record, lambda ref, path, ctype: _put_file(state, writes, ref, path, ctype)
+        )
+        return
     t0 = time.perf_counter()
     try:
         stored = await state.transfer.get(
@@ -288,11 +312,15 @@ async def _end_cancelled(
 ) -> None:
     if state.stopping:  # the worker is stopping: arq runs the job again, here or elsewhere
         record.status = JobStatus.QUEUED
-        await state.jobs.start(record, deadline=job_deadline(state.settings), running=_running(request))
+        await state.jobs.start(
+            record,
+            deadline=job_deadline(state.settings, video=request.input.is_video),
+            running=_running(request),
+        )
         log.info("job %s handed back to the queue (worker stopping)", request.id)
         return
     # arq's job timeout, which arq treats as final: so is the record.
-    timeout = state.settings.worker.job_timeout_seconds
+    timeout = job_timeout(state.settings, video=request.input.is_video)
     _fail(record, JOB_TIMEOUT_CODE, f"the job did not finish within {timeout}s; try again later")
     await _end(ctx, state, request, record, writes)
 
@@ -329,7 +357,9 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     record.started_at = record.started_at or utcnow()
     record.attempts += 1
     # arq logs the start (with the try and the time queued). Until the job ends the sweeper watches it.
-    ended = await state.jobs.start(record, deadline=job_deadline(state.settings), running=_running(request))
+    ended = await state.jobs.start(
+        record, deadline=job_deadline(state.settings, video=request.input.is_video), running=_running(request)
+    )
     if ended is not None:  # ended meanwhile (the sweeper, or a duplicate run)
         return {"status": ended.value, "repeat": True}
     if request.bulk_id:
@@ -352,7 +382,9 @@ async def anonymize(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
             defer = 2 * job_try
             running = _running(request)
             ended = await state.jobs.start(
-                record, deadline=job_deadline(state.settings, defer), running=running
+                record,
+                deadline=job_deadline(state.settings, defer, video=request.input.is_video),
+                running=running,
             )
             if ended is not None:
                 return {"status": ended.value, "repeat": True}

@@ -14,6 +14,8 @@ from importlib import metadata
 
 import orjson
 
+from gateway.openapi.admin import TAGS as ADMIN_TAGS
+from gateway.openapi.admin import admin_paths, usage_paths
 from gateway.openapi.components import HEADERS, Components, Schema, with_request_ids
 from gateway.openapi.facades import TAGS as FACADE_TAGS
 from gateway.openapi.facades import facade_paths
@@ -50,6 +52,7 @@ TAGS = [
     {"name": "Health", "description": "Liveness, readiness and Prometheus metrics (no key needed)."},
     {"name": "Docs", "description": "This document and its Swagger UI."},
     {"name": "Web demo", "description": "A page that blurs a photo through this API with a key."},
+    *ADMIN_TAGS,
     *FACADE_TAGS,
 ]
 
@@ -67,6 +70,8 @@ def build_document() -> Schema:
     paths = {
         **jobs_paths(components),
         **bulk_paths(components),
+        **admin_paths(components),
+        **usage_paths(components),
         **facade_paths(components),
         **public_paths(components),
     }

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
 from gateway.api4ai import OBJECTS_TO_HIDE, OUTPUTS, Api4aiFields
-from gateway.inputs import BASE64_KEY, IMAGE_FIELD, S3_KEY, URL_KEY
+from gateway.inputs import BASE64_KEY, IMAGE_FIELD, S3_KEY, URL_KEY, VIDEO_FIELD
 from gateway.openapi.components import unset
 from gateway.openapi.options import option_fields
 from gateway.routes.bulk import BulkFields, BulkSummary
@@ -122,6 +122,8 @@ class Buffer(BaseModel):
 _HIDE = {name.capitalize() for name in OBJECTS_TO_HIDE}
 _URL = "An http(s) URL the gateway fetches, with size and time limits and the SSRF guard."
 _INPUTS = (IMAGE_FIELD, BASE64_KEY, URL_KEY, S3_KEY)
+_FORM_INPUTS = (IMAGE_FIELD, VIDEO_FIELD, BASE64_KEY, URL_KEY)
+_MEDIA = "JPEG, PNG or WebP; or a video: MP4, MOV, MKV or WebM"
 
 
 def _answer_fields(*, form: bool) -> dict[str, Any]:
@@ -161,7 +163,7 @@ def _exactly_one(names: tuple[str, ...]) -> dict[str, Any]:
 
 
 _TEXT_INPUTS: dict[str, Any] = {
-    BASE64_KEY: (str, unset("The image in base64 (a `data:image/…;base64,` URL too).")),
+    BASE64_KEY: (str, unset("The image or video in base64 (a `data:image/…;base64,` URL too).")),
     URL_KEY: (str, unset(_URL, max_length=8192)),
 }
 _JSON_INPUTS: dict[str, Any] = {
@@ -173,7 +175,11 @@ _JSON_INPUTS: dict[str, Any] = {
     ),
 }
 _FILE_INPUT: dict[str, Any] = {
-    IMAGE_FIELD: (bytes, unset("The image file: JPEG, PNG or WebP.", {"contentMediaType": "image/*"})),
+    IMAGE_FIELD: (bytes, unset(f"The image file: {_MEDIA}.", {"contentMediaType": "image/*"})),
+    VIDEO_FIELD: (
+        bytes,
+        unset(f"The same as `{IMAGE_FIELD}` (an alias for videos).", {"contentMediaType": "video/*"}),
+    ),
 }
 
 JobJson = create_model(
@@ -188,7 +194,7 @@ JobJson = create_model(
 JobForm = create_model(
     "JobSubmissionForm",
     __doc__="Exactly one image input, and options as text.",
-    __config__=ConfigDict(extra="forbid", json_schema_extra=_exactly_one(_INPUTS[:3])),
+    __config__=ConfigDict(extra="forbid", json_schema_extra=_exactly_one(_FORM_INPUTS)),
     **_FILE_INPUT,
     **_TEXT_INPUTS,
     **_answer_fields(form=True),

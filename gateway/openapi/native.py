@@ -37,11 +37,13 @@ _ERRORS = {
     400: "`VALIDATION_ERROR` (bad input or option); `URL_NOT_ALLOWED` / `FETCH_FAILED` for `image_url`.",
     401: "`UNAUTHORIZED`: no API key, or an unknown or revoked one.",
     404: "`NOT_FOUND`: no such id, or another key's.",
-    409: "`NOT_FINISHED` / `JOB_FAILED`; `BULK_FINISHED` (nothing left to cancel); `NO_DELIVERY` (no webhook"
-    " to send again).",
+    409: "`NOT_FINISHED` / `JOB_FAILED`; `JOB_FINISHED` / `BULK_FINISHED` (nothing left to cancel);"
+    " `NO_DELIVERY` (no webhook to send again).",
     410: "`RESULT_EXPIRED` / `RESULT_DELETED`.",
-    413: "`PAYLOAD_TOO_LARGE`: over the upload or pixel limit.",
-    415: "`UNSUPPORTED_MEDIA_TYPE`: not JPEG, PNG or WebP.",
+    413: "`PAYLOAD_TOO_LARGE`: over the upload or pixel limit; a video over its byte, duration, frame or"
+    " per-frame pixel limit.",
+    415: "`UNSUPPORTED_MEDIA_TYPE`: not JPEG, PNG, WebP, MP4, MOV, MKV or WebM; a video without a video"
+    " stream (audio only) or with a codec that cannot be decoded.",
     429: "`RATE_LIMITED`: the key submits faster than allowed.",
     503: "`QUEUE_FULL`, `QUEUE_UNAVAILABLE`, `STORE_UNAVAILABLE` or `MODELS_NOT_READY`.",
 }
@@ -70,10 +72,12 @@ def jobs_paths(c: Components) -> Schema:
             "post": {
                 "operationId": "createJob",
                 "tags": ["Jobs", "api4ai"],
-                "summary": "Blur one image",
-                "description": "Exactly one image input: a file (multipart `image`), `image_base64`,"
-                " `image_url` or `s3` (JSON), or api4ai's `image` Buffer / byte array (JSON). Options beside"
-                " it (in JSON, null is the default).",
+                "summary": "Blur one image or video",
+                "description": "Exactly one image input: a file (multipart `image`, or `video`),"
+                " `image_base64`, `image_url` or `s3` (JSON), or api4ai's `image` Buffer / byte array (JSON)."
+                " Options beside it (in JSON, null is the default). A video (MP4, MOV, MKV or WebM, told by"
+                " its bytes) becomes a video job: its `input` has `duration`, `fps`, `frames` and `codec`,"
+                " `progress` while it runs, and its result is an H.264 MP4 (README, Video).",
                 "security": NATIVE_SECURITY,
                 "requestBody": {
                     "required": True,
@@ -117,6 +121,22 @@ def jobs_paths(c: Components) -> Schema:
                 "description": "The job record stays, with `result: null` and `result_deleted_at`.",
                 "security": NATIVE_SECURITY,
                 "responses": {"204": {"description": "Deleted."}, **_errors(c, 401, 404, 409, 503)},
+            },
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "parameters": [job_id],
+            "post": {
+                "operationId": "cancelJob",
+                "tags": ["Jobs"],
+                "summary": "Cancel a queued or running job",
+                "description": "The job ends failed `CANCELLED` with no result: a queued one when a worker"
+                " comes to it (unread; its upload deleted), a running video at its next batch of frames. A"
+                " photo already running finishes. Its webhook is sent as for any failed job.",
+                "security": NATIVE_SECURITY,
+                "responses": {
+                    "202": json_body(c.ref(JobView), "Asked: the job as it is now; poll it to its end."),
+                    **_errors(c, 401, 404, 409, 503),
+                },
             },
         },
         "/v1/jobs/{job_id}/deliveries": {"parameters": [job_id], **_deliveries(c, "job", "Jobs", "Job")},

@@ -64,7 +64,8 @@ async def _list(request: web.Request, kind: Kind, subject_id: str) -> web.Respon
 
 async def _redeliver(request: web.Request, kind: Kind, subject_id: str, url: str, owner: str) -> web.Response:
     settings = request.config_dict[SETTINGS]
-    await request.config_dict[SUBMITTER].admit(owner)  # one more queued job: the queue's limits apply
+    # One more queued job: the queue's limits apply; not the key's credits (a redelivery is not an image).
+    await request.config_dict[SUBMITTER].admit(owner, quota=False)
     pool = request.config_dict[REDIS]
     with redis_errors("queue the redelivery"):
         number = await DeliveryStore(pool, settings.redis.prefix).next_redelivery(kind, subject_id)

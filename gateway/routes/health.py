@@ -1,7 +1,8 @@
 """Liveness and readiness, without authentication.
 
 ``/healthz``: the process answers. ``/readyz``: Redis answers, the bucket is reachable and at least one
-worker has announced itself with its models loaded; 503 with every check's result otherwise.
+worker has announced itself with its models loaded; 503 with every check's result otherwise, and 503 with
+``draining: true`` once the gateway was told to stop (gateway/drain.py), so a load balancer stops sending.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.drain import DRAINING
 from gateway.responses import json_response
 from gateway.state import REDIS, SETTINGS, STORE
 from shared.readiness import ready_workers
@@ -46,6 +48,7 @@ class Checks(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
+    draining: bool = Field(default=False, description="The gateway is stopping: it takes no new traffic.")
     checks: Checks
 
 
@@ -90,6 +93,8 @@ async def readyz(request: web.Request) -> web.Response:
         _check(redis_probe()), _check(store_probe()), _check(workers_probe())
     )
     checks = Checks.model_validate({"redis": redis_result, "store": store_result, "workers": workers_result})
-    ready = checks.redis.ok and checks.store.ok and checks.workers.ok
-    answer = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    stopping = request.config_dict.get(DRAINING)
+    draining = stopping is not None and stopping.is_set()
+    ready = checks.redis.ok and checks.store.ok and checks.workers.ok and not draining
+    answer = Readiness(status="ready" if ready else "not_ready", draining=draining, checks=checks)
     return json_response(answer.model_dump(exclude_none=True), status=200 if ready else 503)

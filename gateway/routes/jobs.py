@@ -1,4 +1,6 @@
-"""The native jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result``.
+"""The native jobs API: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result``,
+``POST /v1/jobs/{id}/cancel``, ``DELETE /v1/jobs/{id}`` (its result). Photos and videos alike (the vendor
+facades take photos only).
 
 api4ai's inputs and outputs are options here (``objects_to_hide``, ``output``, ``wait``, JSON Buffer or
 byte-array images; ``objects``/``format``/``width``/``height`` on succeeded jobs): see :mod:`gateway.api4ai`.
@@ -19,8 +21,9 @@ from gateway.callbacks import parse_callback_url
 from gateway.inputs import StoredImage, UploadedImage, UrlImage, read_submission
 from gateway.options import parse_blur_options
 from gateway.responses import json_response
-from gateway.state import SETTINGS, SUBMITTER, URL_FETCHER
+from gateway.state import REDIS, SETTINGS, SUBMITTER, URL_FETCHER
 from shared.errors import ConflictError, GoneError
+from shared.jobcancel import CancelFlags
 from shared.jobs import JobRecord, JobStatus, ObjectRef, utcnow
 
 routes = web.RouteTableDef()
@@ -49,7 +52,8 @@ def job_path(job_id: str) -> str:
 async def create_job(request: web.Request) -> web.Response:
     key = await authenticate(request)
     settings = request.config_dict[SETTINGS]
-    submission = await read_submission(request, settings.limits.max_upload_bytes)
+    limits = settings.limits
+    submission = await read_submission(request, max(limits.max_upload_bytes, limits.max_video_bytes))
     raw_options, answer = api4ai.split_options(submission.options, settings.gateway.facade_timeout_seconds)
     callback_url = parse_callback_url(raw_options.pop("callback_url", None), settings)
     options = parse_blur_options(raw_options)
@@ -63,7 +67,7 @@ async def create_job(request: web.Request) -> web.Response:
         case StoredImage(ref=ref):
             image = ref
     submitter = request.config_dict[SUBMITTER]
-    record = await submitter.submit(key.id, image, options, callback_url=callback_url)
+    record = await submitter.submit(key.id, image, options, callback_url=callback_url, videos=True)
     location = job_path(record.id)
     if answer.wait > 0:  # api4ai style: answer with the finished job when it finishes in time
         record = await submitter.wait(record.id, key.id, answer.wait)
@@ -85,9 +89,11 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def job_view(request: web.Request, record: JobRecord, output: str) -> dict[str, object]:
-    """The job JSON, with the api4ai fields once it succeeded (and the image inline for base64)."""
+    """The job JSON, with the api4ai fields once a photo's job succeeded (and the result inline for
+    base64)."""
     data = record.public()
-    data.update(api4ai.view(record))
+    if record.input is None or not record.input.is_video:  # api4ai's clients know photos only
+        data.update(api4ai.view(record))
     result = data.get("result")
     # Past expires_at the object may linger in the store until the sweep: never hand it out then.
     live = record.result is not None and record.result.expires_at > utcnow()
@@ -111,6 +117,21 @@ async def get_result(request: web.Request) -> web.Response:
         message = record.error.message if record.error else "the job failed"
         raise ConflictError(message, code="JOB_FAILED")
     raise ConflictError(f"the job is {record.status.value}; poll {job_path(record.id)} until it has finished")
+
+
+@routes.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a queued or running job: it ends failed ``CANCELLED`` with no result (a queued one when a
+    worker comes to it, unread; a running video at its next batch; a photo already running finishes)."""
+    key = await authenticate(request)
+    submitter = request.config_dict[SUBMITTER]
+    record = await submitter.get(request.match_info["job_id"], key.id)
+    if record.status.finished:
+        raise ConflictError(f"the job is {record.status.value}: nothing to cancel", code="JOB_FINISHED")
+    settings = request.config_dict[SETTINGS]
+    with redis_errors("cancelling the job"):
+        await CancelFlags(request.config_dict[REDIS], settings.redis.prefix).cancel(record.id)
+    return json_response(await job_view(request, record, "url"), status=202)
 
 
 @routes.delete("/v1/jobs/{job_id}")

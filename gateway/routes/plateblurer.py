@@ -8,7 +8,9 @@ boxes drawn on it, ``boundingBoxPhoto`` a crop of the blurred plate when asked f
 Errors are a list ``[{"cd", "description"}]``: 1001 (auth, 401), 1013 (over 5 MB: 413; nothing to
 upload: 400), 1014 (invalid request data, 400) and 2001 (the data was accepted but could not be
 processed: 400/415 → 400, or 5xx; a job that did not finish in time is 503 with its id).
-The quota/billing codes 1002–1012 never occur: Veil has no packages or trials.
+A key's credits and quotas (``shared/quotas.py``) answer with the vendor's quota codes: 1002 (daily
+limit), 1004 (monthly limit, or too many jobs at once), both 429 with ``Retry-After``, and 1005 (no
+credits left, 402). The other billing codes (1003, 1006–1012) never occur: Veil has no trials or invoices.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from gateway.errors import ErrorInfo, register_error_renderer
 from gateway.facade import JOB_ID, fetch_url, result_bytes, run_job, timestamp_ms, verify_key
 from gateway.inputs import decode_base64, read_body
 from gateway.responses import json_response
-from shared.errors import PayloadTooLargeError, UnauthorizedError, ValidationError
+from shared.errors import (
+    InsufficientCreditsError,
+    PayloadTooLargeError,
+    QuotaExceededError,
+    UnauthorizedError,
+    ValidationError,
+)
 from shared.jobs import BlurOptions, Detection, JobRecord, Target
 
 PREFIX = "/plateblurer"
@@ -39,6 +47,9 @@ TAG_NAME = "License Plate"
 FIELDS = frozenset({"base64_Photo_String", "photo_url", "boundingBoxCrop", "plate_output"})
 DESCRIPTIONS = {
     "1001": "The authorization header is either empty or isn't Basic.",
+    "1002": "Daily requests number exceeded in TRIAL mode!",
+    "1004": "Requests number exceeded!",
+    "1005": "Package expired!",
     "1013": "Input request too long! Maximum 5 MB per request are allowed / Nothing to upload",
     "1014": "Invalid request data!",
     "2001": "Invalid request data after passing to the API",
@@ -109,9 +120,17 @@ class PlateBlurerErrors(RootModel[list[PlateBlurerError]]):
     """The vendor's error body: a list of one error."""
 
 
+# Which quota a QUOTA_EXCEEDED hit, as the vendor's code (shared/quotas.py names them).
+QUOTA_CDS = {"daily": "1002", "monthly": "1004", "concurrent": "1004"}
+
+
 def _cd(error: ErrorInfo) -> str:
     if error.code.isdigit():
         return error.code
+    if isinstance(error.cause, InsufficientCreditsError):
+        return "1005"
+    if isinstance(error.cause, QuotaExceededError):
+        return QUOTA_CDS.get(error.cause.limit, "1004")
     if error.status == 401:
         return "1001"
     if error.status == 413:

@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.backends import redis_errors
 from gateway.errors import (
     ERROR_RENDERERS,
     ErrorInfo,
@@ -150,9 +151,26 @@ class PlateRecognizerBlur(BaseModel):
     blur: PlateRecognizerImage | None
 
 
+class PlateRecognizerUsage(BaseModel):
+    calls: int = Field(description="Submissions this UTC month.")
+
+
+class PlateRecognizerSnapshot(BaseModel):
+    """The calling key's figures, in the place Snapshot's ``/info/`` has them."""
+
+    version: str = Field(description="Veil's version.")
+    total_calls: int | None = Field(
+        description="The key's monthly limit, else its credits left plus this month's calls; null: no limit."
+    )
+    usage: PlateRecognizerUsage
+    webhooks: list[str] = Field(default_factory=list, description="Always empty.")
+
+
 class PlateRecognizerInfo(BaseModel):
     version: str = Field(description="Veil's version.")
-    snapshot: None = Field(description="Always null: there is no Snapshot behind Veil.")
+    snapshot: PlateRecognizerSnapshot | None = Field(
+        description="With a token: its key's calls and limit; without one: null (no Snapshot behind Veil)."
+    )
 
 
 # What the vendor's clients send: every field may come empty (unset), repeatable ones as several fields.
@@ -219,8 +237,9 @@ ACCEPTED_FIELDS = frozenset(PlateRecognizerForm.model_fields)
 
 
 def render_error(request: web.Request, error: ErrorInfo) -> web.StreamResponse:
-    """``{"error": "..."}``; a missing or wrong token is 403, an unsupported image 400."""
-    status = {401: 403, 415: 400}.get(error.status, error.status)
+    """``{"error": "..."}``; a missing or wrong token is 403, as are no credits left; an unsupported image
+    400; a quota reached 429 (with ``Retry-After``)."""
+    status = {401: 403, 402: 403, 415: 400}.get(error.status, error.status)  # out of credits: 403
     body = PlateRecognizerError(error=error.message)
     if JOB_ID in request and status == 503:
         body.job_id = request[JOB_ID]
@@ -476,7 +495,19 @@ async def blur(request: web.Request) -> web.Response:
 
 @routes.get("/info/")
 async def info(request: web.Request) -> web.Response:
-    return json_response(PlateRecognizerInfo(version=version(), snapshot=None).model_dump())
+    """Veil's version; with a token also its key's calls this month and its limit (Snapshot's fields)."""
+    snapshot = None
+    if request.headers.get("Authorization", "").strip():
+        owner = await _owner(request)
+        with redis_errors("reading the key's usage"):
+            state = await request.config_dict[SUBMITTER].quotas.state(owner)
+        total = state.limits.monthly_limit
+        if total is None and state.credits_left is not None:
+            total = max(state.credits_left, 0) + state.used_month
+        snapshot = PlateRecognizerSnapshot(
+            version=version(), total_calls=total, usage=PlateRecognizerUsage(calls=state.used_month)
+        )
+    return json_response(PlateRecognizerInfo(version=version(), snapshot=snapshot).model_dump())
 
 
 # -- the on-premise listener --------------------------------------------------------------------------------
@@ -509,7 +540,11 @@ async def onprem_ctx(app: web.Application) -> AsyncIterator[None]:
     if port is None:
         yield
         return
-    runner = web.AppRunner(onprem_app(app), access_log_format='%a "%r" %s %b %Tfs')
+    runner = web.AppRunner(
+        onprem_app(app),
+        access_log_format='%a "%r" %s %b %Tfs',
+        shutdown_timeout=settings.gateway.drain_seconds,  # open requests finish, as on the main port
+    )
     await runner.setup()
     await web.TCPSite(runner, settings.gateway.host, port).start()
     log.info("Plate Recognizer on-premise API on http://%s:%d/", settings.gateway.host, port)

@@ -4,7 +4,8 @@
 
 Errors are ``{"message", "code"}``: 400 ``VALIDATION_ERROR`` (also for oversized images, which VehiCore
 does not list as 413), 401 ``UNAUTHORIZED``, 415 and 503 without a code (503 for a job that did not
-finish in time carries its ``job_id``). 402 ``INSUFFICIENT_CREDITS`` is never sent: Veil has no billing.
+finish in time carries its ``job_id``), 402 ``INSUFFICIENT_CREDITS`` when the key's credits are used up and
+429 ``QUOTA_EXCEEDED`` (with ``Retry-After``) at one of its caps (``shared/quotas.py``).
 """
 
 from __future__ import annotations

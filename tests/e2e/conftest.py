@@ -57,6 +57,8 @@ def live_stack(
         "VEIL_GATEWAY__PORT": str(port),
         "VEIL_WORKER__PROVIDERS": "CPUExecutionProvider",
         "VEIL_URL_ALLOWLIST": "127.0.0.1",
+        "VEIL_VIDEO__ENABLED": "true",
+        "VEIL_VIDEO__JOB_TIMEOUT_SECONDS": "120",
     }
     services = start_veil_processes(env, logs)
     url = f"http://127.0.0.1:{port}"

@@ -90,7 +90,17 @@ def test_every_route_is_documented_and_nothing_else() -> None:
 
 def test_blur_options_appear_in_every_body_that_takes_them(doc: Document) -> None:
     schemas = doc["components"]["schemas"]
-    own = {"image", "image_base64", "image_url", "s3", "callback_url", "objects_to_hide", "output", "wait"}
+    own = {
+        "image",
+        "video",
+        "image_base64",
+        "image_url",
+        "s3",
+        "callback_url",
+        "objects_to_hide",
+        "output",
+        "wait",
+    }
     for name in ("JobSubmission", "JobSubmissionForm", "JobSubmissionUrlencoded"):
         properties = set(schemas[name]["properties"])
         assert properties - own == set(OPTION_NAMES), name
@@ -110,6 +120,7 @@ def test_blur_options_appear_in_every_body_that_takes_them(doc: Document) -> Non
     assert form["image"]["format"] == "binary"
     assert schemas["JobSubmissionForm"]["oneOf"] == [
         {"required": ["image"]},
+        {"required": ["video"]},
         {"required": ["image_base64"]},
         {"required": ["image_url"]},
     ]

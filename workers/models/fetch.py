@@ -137,6 +137,11 @@ def drop(path: Path) -> None:
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
     # Several worker processes may start at once on one volume; only one downloads.
+    if directory.is_dir() and not os.access(directory, os.W_OK):
+        # Baked into an image and run as non-root (deploy/helm): nobody can write here, so there is nothing
+        # to serialise; a model missing from it fails where it would be written, naming the file.
+        yield
+        return
     with (directory / ".lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
