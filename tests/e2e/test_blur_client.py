@@ -141,7 +141,9 @@ def test_killed_half_way_and_run_again_blurs_every_image_once(live_stack: LiveSt
     assert second.wait(timeout=280) == 0, (tmp_path / "second.err").read_text()[-3000:]
     after = _jobs_created(live_stack.url)
 
-    assert after - after_kill == 120 - len(done_first)  # nothing finished was uploaded again
+    # Nothing finished was uploaded again: the second run uploads the rest, and at most the first run's
+    # uploads still in flight when killed may have been counted by the gateway after `after_kill`.
+    assert 120 - len(done_first) <= after - after_kill <= 120 - len(done_first) + CONCURRENCY
     done = _finished(out)
     assert sorted(done) == sorted(rels)
     assert len({entry["job"] for entry in done.values()}) == 120  # one job per image

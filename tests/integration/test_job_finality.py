@@ -361,6 +361,9 @@ async def test_deletions_wait_in_redis_while_the_store_is_down(
 ) -> None:
     dead = ObjectStore(settings.s3.model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_port()}"}))
     tuned = _tuned(settings, max_tries=1)
+    # Its own key prefix: other tests' deletions (into stores and buckets long gone) must not be due first.
+    own = tuned.redis.model_copy(update={"prefix": f"veil-test-{uuid.uuid4().hex[:8]}"})
+    tuned = tuned.model_copy(update={"redis": own})
     up = _state(tuned, store, redis, GatedAnonymizer())
     down = _state(tuned, dead, redis, GatedAnonymizer())
     job = await _submit(up)
