@@ -80,6 +80,15 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def padded_bgr_blob(image_rgb: npt.NDArray[np.uint8], align: int) -> FloatArray:
+    """``image_rgb`` as a 1 x 3 x H x W float BGR blob, zero-padded on the right and bottom to multiples of
+    ``align`` (the input RetinaFace and YuNet take, both trained on BGR)."""
+    h, w = image_rgb.shape[:2]
+    blob = np.zeros((1, 3, round_up(h, align), round_up(w, align)), dtype=np.float32)
+    blob[0, :, :h, :w] = image_rgb[:, :, ::-1].transpose(2, 0, 1)
+    return blob
+
+
 def zoomed(image: npt.NDArray[np.uint8], upscale: float, max_side: int) -> npt.NDArray[np.uint8]:
     """``image`` scaled by up to ``upscale`` (small faces in small photos are found far better zoomed), but
     never to a long side over ``max_side``; a zoom under 1.1 is skipped, not worth the cost of its pass."""

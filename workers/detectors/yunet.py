@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms, round_up, zoomed
+from workers.detectors.base import FloatArray, RawDetection, as_rgb, clip_boxes, nms, padded_bgr_blob, zoomed
 from workers.sessions import Session
 
 DEFAULT_MIN_SCORE = 0.7
@@ -69,9 +69,8 @@ class YuNetDetector:
         h, w = image.shape[:2]
         resized = zoomed(image, upscale, max_side)
         new_h, new_w = resized.shape[:2]
-        in_h, in_w = round_up(new_h, _ALIGN), round_up(new_w, _ALIGN)
-        blob = np.zeros((1, 3, in_h, in_w), dtype=np.float32)
-        blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
+        blob = padded_bgr_blob(resized, _ALIGN)
+        in_h, in_w = blob.shape[2:]
         outputs = dict(zip(_OUTPUTS, self.session.run(_OUTPUTS, {_INPUT: blob}), strict=True))
         boxes, scores = decode(outputs, in_h, in_w)
         index = np.nonzero(scores >= min_score)[0]
