@@ -116,6 +116,15 @@ class GatewaySettings(BaseModel):
     drain_seconds: float = Field(default=25.0, ge=0, le=3600)
 
 
+# What VEIL_WORKER__DETECTION=fast changes: the measured recall and throughput of each are in
+# docs/accuracy.md ("One switch for speed").
+FAST_DETECTION: dict[str, object] = {
+    "face_retinaface": False,
+    "face_yunet": False,
+    "plate_text": "fallback",
+}
+
+
 class WorkerSettings(BaseModel):
     model_dir: Path = Path(".cache/models")
     # Execution-provider preference; intersected with what onnxruntime offers.
@@ -179,6 +188,10 @@ class WorkerSettings(BaseModel):
     # Cross-job micro-batching of model passes; 0: 1 (off) on CPU, 8 on a GPU.
     max_batch: int = Field(default=0, ge=0, le=64)
     max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # One switch for throughput over recall (README "Throughput"): `fast` drops the second and third face
+    # sources and reads plate text only where platedet found nothing (FAST_DETECTION). A setting given
+    # explicitly still wins over it.
+    detection: Literal["thorough", "fast"] = "thorough"
     # Plate model precision: auto = int8 on a CPU with VNNI/AMX, fp32 on other CPUs, fp16 on a GPU;
     # bf16 (OpenVINO, AMX / AVX-512 BF16 CPUs) on request: no faster than int8 in the pipeline here.
     plate_model: Literal["auto", "fp16", "fp32", "int8", "bf16"] = "auto"
@@ -186,6 +199,14 @@ class WorkerSettings(BaseModel):
     # int8 kernels: about 25 % less CPU than bf16, same anon_recall on the faces set), else fp32. bf16
     # (OpenVINO, same CPUs) on request; int8 elsewhere runs on onnxruntime.
     face_model: Literal["auto", "fp32", "int8", "bf16"] = "auto"
+
+    @model_validator(mode="after")
+    def _detection_preset(self) -> WorkerSettings:
+        if self.detection == "fast":
+            for name, value in FAST_DETECTION.items():
+                if name not in self.model_fields_set:
+                    setattr(self, name, value)
+        return self
 
 
 class VideoSettings(BaseModel):
